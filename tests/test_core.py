@@ -1,0 +1,48 @@
+"""Skeleton pieces: atomic writes, the manifest format, the model registry, the CLI's error path."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from cvfer.data.manifest import ClipRecord, read_manifest, write_manifest
+from cvfer.errors import ConfigError, DatasetError
+from cvfer.io import atomic_open, atomic_write_text
+from cvfer.models import create_model
+
+
+def test_atomic_write_leaves_old_file_on_error(tmp_path):
+    target = tmp_path / "a.txt"
+    atomic_write_text(target, "old")
+    with pytest.raises(RuntimeError), atomic_open(target, "wb") as handle:
+        handle.write(b"half")
+        raise RuntimeError("boom")
+    assert target.read_text() == "old"
+    assert os.listdir(tmp_path) == ["a.txt"]
+
+
+def test_manifest_round_trip(tmp_path):
+    clips = [
+        ClipRecord("clips/a.mp4", "s1", "happiness", 9, 10, "ckplus", {"intensity": "0.5"}),
+        ClipRecord("clips/b.mp4", "s2", "anger", 5, 10, "mmi"),
+    ]
+    write_manifest(tmp_path, clips, ["anger", "happiness"], {"source": "test"})
+    manifest = read_manifest(tmp_path)
+    assert manifest.clips == clips
+    assert manifest.clips[0].extra == {"intensity": "0.5"}
+    assert manifest.label_index(manifest.clips[0]) == 1
+    assert manifest.meta == {"source": "test"}
+
+
+def test_manifest_errors_name_the_file(tmp_path):
+    with pytest.raises(DatasetError, match="manifest.csv"):
+        read_manifest(tmp_path)
+    write_manifest(tmp_path, [ClipRecord("a.mp4", "s1", "joy", 1, 2, "x")], ["anger"], {})
+    with pytest.raises(DatasetError, match="not in classes"):
+        read_manifest(tmp_path)
+
+
+def test_unknown_model_is_a_config_error():
+    with pytest.raises(ConfigError, match="unknown model"):
+        create_model("no-such-model")
