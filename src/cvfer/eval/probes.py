@@ -1,0 +1,103 @@
+"""How much a frozen feature knows about a factor it should not encode.
+
+- Identity leakage (MIC Table 2): a linear probe on z_E predicting the subject, trained on part of each
+  subject's clips and tested on the rest; and MI(z_E; z_I) re-estimated after training by a freshly
+  trained MINE statistics network on held features.
+- Expression from z_I (MIC Table 9): the same linear probe, predicting the expression from z_I.
+Every accuracy comes with its chance level (uniform guessing) and the majority-class baseline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """Test accuracy of a linear probe beside what guessing would score."""
+
+    accuracy: float
+    chance: float  # 1 / number of distinct targets in the test set
+    majority: float  # accuracy of always answering the most frequent training target
+    num_train: int
+    num_test: int
+    num_classes: int
+
+    def as_dict(self) -> dict[str, float | int]:
+        """Plain dict for JSON."""
+        return asdict(self)
+
+
+def per_subject_split(
+    subjects: Sequence[object], test_fraction: float = 0.5, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, test) holding out `test_fraction` of each subject's clips (at least one each side).
+
+    Subjects with a single clip can only go to the training side, so every test subject is also seen
+    in training: the probe asks "which known subject is this?", as MIC's identity recognition does.
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    subjects_array = np.asarray(subjects)
+    rng = np.random.default_rng(seed)
+    train_indices: list[int] = []
+    test_indices: list[int] = []
+    for subject in np.unique(subjects_array):
+        indices = rng.permutation(np.flatnonzero(subjects_array == subject))
+        num_test = min(max(1, round(len(indices) * test_fraction)), len(indices) - 1)
+        test_indices.extend(indices[:num_test].tolist())
+        train_indices.extend(indices[num_test:].tolist())
+    return np.sort(np.asarray(train_indices, dtype=np.int64)), np.sort(np.asarray(test_indices, dtype=np.int64))
+
+
+def linear_probe(
+    train_features: np.ndarray,
+    train_targets: Sequence[object],
+    test_features: np.ndarray,
+    test_targets: Sequence[object],
+    *,
+    regularization: float = 1.0,
+    seed: int = 0,
+) -> ProbeResult:
+    """Multinomial logistic regression on standardised features; accuracy on the test set."""
+    train_targets_array, test_targets_array = np.asarray(train_targets), np.asarray(test_targets)
+    if len(train_features) != len(train_targets_array) or len(test_features) != len(test_targets_array):
+        raise ValueError("features and targets differ in length")
+    if len(test_targets_array) == 0 or len(train_targets_array) == 0:
+        raise ValueError("a linear probe needs at least one training and one test sample")
+    classes, counts = np.unique(train_targets_array, return_counts=True)
+    most_frequent = classes[np.argmax(counts)]
+    if len(classes) < 2:
+        predictions = np.full(len(test_targets_array), most_frequent)
+    else:
+        probe = make_pipeline(
+            StandardScaler(), LogisticRegression(C=regularization, max_iter=2000, random_state=seed)
+        )
+        probe.fit(np.asarray(train_features, dtype=np.float64), train_targets_array)
+        predictions = probe.predict(np.asarray(test_features, dtype=np.float64))
+    return ProbeResult(
+        accuracy=float(np.mean(predictions == test_targets_array)),
+        chance=1.0 / len(np.unique(test_targets_array)),
+        majority=float(np.mean(test_targets_array == most_frequent)),
+        num_train=len(train_targets_array),
+        num_test=len(test_targets_array),
+        num_classes=len(np.unique(np.concatenate([train_targets_array, test_targets_array]))),
+    )
+
+
+def identity_probe(features: np.ndarray, subjects: Sequence[object], *, test_fraction: float = 0.5, seed: int = 0) -> ProbeResult:
+    """Subject recognition from frozen features (MIC Table 2, first metric), per-subject split."""
+    train_indices, test_indices = per_subject_split(subjects, test_fraction, seed)
+    if len(test_indices) == 0:
+        raise ValueError("no subject has two clips, so identity cannot be probed")
+    subjects_array = np.asarray(subjects)
+    features = np.asarray(features)
+    return linear_probe(
+        features[train_indices], subjects_array[train_indices], features[test_indices], subjects_array[test_indices], seed=seed
+    )

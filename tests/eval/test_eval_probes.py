@@ -1,0 +1,63 @@
+"""Probes on synthetic features where the answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cvfer.eval.probes import identity_probe, linear_probe, per_subject_split
+
+NUM_SUBJECTS, CLIPS_PER_SUBJECT, DIM = 12, 6, 16
+
+
+def _subjects() -> np.ndarray:
+    return np.repeat(np.arange(NUM_SUBJECTS), CLIPS_PER_SUBJECT)
+
+
+def test_per_subject_split_keeps_every_subject_on_both_sides():
+    subjects = np.array([0, 0, 0, 0, 1, 1, 2])  # subject 2 has one clip: training only
+    train, test = per_subject_split(subjects, test_fraction=0.5, seed=3)
+    assert sorted(np.concatenate([train, test]).tolist()) == list(range(7))
+    assert set(subjects[test]) == {0, 1} and set(subjects[train]) == {0, 1, 2}
+    assert (subjects[test] == 0).sum() == 2 and (subjects[test] == 1).sum() == 1
+
+
+def test_identity_probe_finds_identity_when_features_hold_it():
+    rng = np.random.default_rng(0)
+    subjects = _subjects()
+    identity_codes = rng.normal(size=(NUM_SUBJECTS, DIM))
+    features = identity_codes[subjects] + 0.3 * rng.normal(size=(len(subjects), DIM))
+    result = identity_probe(features, subjects)
+    assert result.chance == pytest.approx(1 / NUM_SUBJECTS)
+    assert result.accuracy > 0.9
+    assert result.num_train + result.num_test == len(subjects)
+
+
+def test_identity_probe_is_near_chance_without_identity():
+    rng = np.random.default_rng(1)
+    subjects = _subjects()
+    expressions = np.tile(np.arange(CLIPS_PER_SUBJECT), NUM_SUBJECTS)  # expression only, same for everyone
+    features = np.eye(CLIPS_PER_SUBJECT)[expressions] @ rng.normal(size=(CLIPS_PER_SUBJECT, DIM))
+    features = features + 0.3 * rng.normal(size=features.shape)
+    result = identity_probe(features, subjects)
+    assert result.accuracy < 3 * result.chance
+
+
+def test_linear_probe_expression_from_identity_feature_is_at_chance():
+    # Table 9: z_I built from identity only cannot tell expressions of unseen subjects apart.
+    rng = np.random.default_rng(2)
+    subjects = _subjects()
+    labels = np.tile(np.arange(CLIPS_PER_SUBJECT), NUM_SUBJECTS)
+    z_identity = rng.normal(size=(NUM_SUBJECTS, DIM))[subjects]
+    train = subjects < 8
+    result = linear_probe(z_identity[train], labels[train], z_identity[~train], labels[~train])
+    assert result.accuracy < 2.5 * result.chance
+    z_expression = np.eye(CLIPS_PER_SUBJECT)[labels] + 0.1 * rng.normal(size=(len(labels), CLIPS_PER_SUBJECT))
+    assert linear_probe(z_expression[train], labels[train], z_expression[~train], labels[~train]).accuracy == 1.0
+
+
+def test_linear_probe_single_training_class_and_errors():
+    result = linear_probe(np.zeros((3, 2)), [1, 1, 1], np.zeros((2, 2)), [1, 0])
+    assert result.accuracy == 0.5 and result.majority == 0.5 and result.chance == 0.5
+    with pytest.raises(ValueError, match="no subject has two clips"):
+        identity_probe(np.zeros((3, 2)), [0, 1, 2])
