@@ -1,0 +1,195 @@
+"""What every dataset adapter shares: the scan result, class-name mapping, file discovery, frame reading.
+
+An adapter turns a dataset's official layout into a `DatasetScan`: the clips to prepare (each a video
+file or an ordered list of image files, with subject and canonical label), what it had to leave out and
+why, the dataset's class set and, where the dataset defines one, its official split.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+import numpy as np
+
+from cvfer.data.manifest import EXPRESSIONS
+from cvfer.errors import DatasetError
+
+NEUTRAL = "neutral"
+CANONICAL_CLASSES = (*EXPRESSIONS, NEUTRAL)
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm"})
+VIDEO_SUFFIXES = frozenset({".avi", ".mp4", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".webm"})
+# Frame rate given to image sequences, which carry none (CK+ was filmed at 30 fps, Oulu-CASIA at 25).
+DEFAULT_SEQUENCE_FPS = 25.0
+
+_CLASS_ALIASES = {
+    "anger": ("anger", "angry", "an"),
+    "contempt": ("contempt", "contemptuous", "co"),
+    "disgust": ("disgust", "disgusted", "di"),
+    "fear": ("fear", "fearful", "afraid", "scared", "fe"),
+    "happiness": ("happiness", "happy", "joy", "ha"),
+    "sadness": ("sadness", "sad", "sa"),
+    "surprise": ("surprise", "surprised", "su"),
+    NEUTRAL: ("neutral", "ne"),
+}
+CLASS_ALIASES: dict[str, str] = {alias: name for name, aliases in _CLASS_ALIASES.items() for alias in aliases}
+
+
+@dataclass(frozen=True)
+class SourceClip:
+    """One clip as found in the dataset: where its frames are and what it is labelled."""
+
+    key: str  # unique, '/'-separated; the prepared clip is written to clips/<key>.mp4
+    frames: Path | tuple[Path, ...]  # a video file, or the image files of a sequence in order
+    subject: str
+    label: str  # canonical class name
+    apex: str  # "last" or "middle": where the expression peaks
+    source: str  # path relative to the dataset root, for the manifest and messages
+    fps: float | None = None  # None: the video's own rate
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """Something in the dataset that was not prepared, and why."""
+
+    source: str
+    reason: str
+
+
+@dataclass
+class DatasetScan:
+    """An adapter's result. `official_folds` lists (train keys, test keys) pairs, or None for subject k-fold."""
+
+    name: str
+    clips: list[SourceClip]
+    skipped: list[Skipped]
+    classes: list[str]
+    official_folds: list[tuple[list[str], list[str]]] | None = None
+    meta: dict[str, str] = field(default_factory=dict)
+
+
+def canonical_class(name: str) -> str | None:
+    """cvfer's name for a dataset's class name (case-insensitive, common spellings), or None if unknown."""
+    return CLASS_ALIASES.get(name.strip().lower())
+
+
+def ordered_classes(names: set[str] | list[str]) -> list[str]:
+    """Canonical class names in cvfer's fixed order (`EXPRESSIONS`, then neutral)."""
+    return [name for name in CANONICAL_CLASSES if name in set(names)]
+
+
+def natural_key(text: str) -> list[int | str]:
+    """Sort key ordering 'S2' before 'S10' and 'frame9' before 'frame10'."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
+
+
+def sorted_entries(folder: Path) -> list[Path]:
+    """Visible entries of `folder` in natural order."""
+    return sorted((entry for entry in folder.iterdir() if not entry.name.startswith(".")), key=lambda p: natural_key(p.name))
+
+
+def subfolders(folder: Path) -> list[Path]:
+    """Visible sub-folders of `folder` in natural order."""
+    return [entry for entry in sorted_entries(folder) if entry.is_dir()]
+
+
+def image_files(folder: Path) -> tuple[Path, ...]:
+    """Image files directly in `folder`, in natural order (the frames of a sequence)."""
+    return tuple(p for p in sorted_entries(folder) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def is_video(path: Path) -> bool:
+    """Whether `path` is a file with a common video suffix."""
+    return path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def relative(path: Path, root: Path) -> str:
+    """`path` relative to `root`, '/'-separated."""
+    return path.relative_to(root).as_posix()
+
+
+def find_folder(root: Path, names: tuple[str, ...], max_depth: int = 2) -> Path | None:
+    """The shallowest folder under `root` (or `root` itself) whose name is one of `names`, case-insensitive."""
+    wanted = {name.lower() for name in names}
+    level = [root]
+    for _ in range(max_depth + 1):
+        matches = [folder for folder in level if folder.name.lower() in wanted]
+        if matches:
+            return sorted(matches, key=lambda p: natural_key(str(p)))[0]
+        level = [child for folder in level for child in subfolders(folder)]
+    return None
+
+
+def require_folder(root: Path, names: tuple[str, ...], dataset: str, max_depth: int = 2) -> Path:
+    """Like `find_folder`, but raises `DatasetError` pointing at docs/datasets.md when absent."""
+    folder = find_folder(root, names, max_depth)
+    if folder is None:
+        raise DatasetError(
+            f"no `{names[0]}` folder found (searched {max_depth} levels down)",
+            root,
+            f"pass the root of the {dataset} release; the expected layout is in docs/datasets.md",
+        )
+    return folder
+
+
+def require_root(root: str | Path) -> Path:
+    """`root` as a Path; raises `DatasetError` unless it is an existing folder."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError("is not a folder", root, "pass the folder the dataset was unpacked into")
+    return root
+
+
+def _unreadable(path: Path, error: Exception) -> DatasetError:
+    return DatasetError(f"unreadable ({error})", path, "check that the file opens in a video player, or replace it")
+
+
+def _decode(path: Path) -> Iterator[np.ndarray]:
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise DatasetError("has no video stream", path, "pass a video file")
+            for frame in container.decode(container.streams.video[0]):
+                yield frame.to_ndarray(format="rgb24")
+    except (av.error.FFmpegError, OSError, ValueError) as error:
+        raise _unreadable(path, error) from None
+
+
+def iter_frames(frames: Path | tuple[Path, ...]) -> Iterator[np.ndarray]:
+    """Decoded H×W×3 uint8 RGB frames of a video file or an image sequence; `DatasetError` if unreadable."""
+    if isinstance(frames, Path):
+        yield from _decode(frames)
+        return
+    for image_path in frames:
+        with contextlib.closing(_decode(image_path)) as decoded:
+            image = next(decoded, None)
+        if image is None:
+            raise DatasetError("holds no image", image_path, "replace or delete the file")
+        yield image
+
+
+def frame_rate(frames: Path | tuple[Path, ...], default: float = DEFAULT_SEQUENCE_FPS) -> float:
+    """A video's average frame rate (or `default` for image sequences and videos that carry none)."""
+    if not isinstance(frames, Path):
+        return default
+    try:
+        with av.open(str(frames)) as container:
+            stream = container.streams.video[0] if container.streams.video else None
+            rate = (stream.average_rate or stream.guessed_rate) if stream is not None else None
+    except (av.error.FFmpegError, OSError, ValueError) as error:
+        raise _unreadable(frames, error) from None
+    return float(rate) if rate else default
+
+
+def walk_files(root: Path) -> Iterator[Path]:
+    """Every visible file under `root`, recursively."""
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith("."):
+                yield Path(folder) / name

@@ -1,0 +1,201 @@
+"""Turn a dataset in its official layout into a prepared cvfer dataset folder.
+
+Each clip is decoded, cropped to the face (one fixed box per clip, see `cvfer.data.faces`) or to its
+centred square with `crop_faces=False`, resized to `size`×`size` and re-encoded to the MIC format
+(MPEG-4 Part 2, one I frame, no B frames) as `clips/<key>.mp4`. Then `manifest.csv`, `dataset.json`,
+`splits.json` and `skipped.csv` (every source that was not prepared, with the reason) are written.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import csv
+import functools
+import io
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+from tqdm import tqdm
+
+from cvfer.codec.writer import write_video
+from cvfer.data import faces
+from cvfer.data.datasets import afew, ckplus, dfew, folder, mmi, oulu
+from cvfer.data.datasets.common import DatasetScan, Skipped, SourceClip, frame_rate, iter_frames
+from cvfer.data.manifest import ClipRecord, Manifest, write_manifest
+from cvfer.errors import ConfigError, CvferError, DatasetError
+from cvfer.io import atomic_write_text
+
+SCANNERS: dict[str, Callable[..., DatasetScan]] = {
+    "ckplus": ckplus.scan,
+    "mmi": mmi.scan,
+    "afew": afew.scan,
+    "oulu": oulu.scan,
+    "dfew": dfew.scan,
+    "folder": folder.scan,
+}
+CLIPS_FOLDER = "clips"
+SKIPPED_FILE = "skipped.csv"
+MIN_FRAMES = 2  # an I frame and at least one P frame
+
+
+@dataclass(frozen=True)
+class CropSettings:
+    """How every clip is cut and resized."""
+
+    size: int = 64
+    crop_faces: bool = True
+    detect_every: int = 10
+
+
+@dataclass
+class PrepareReport:
+    """What `prepare_dataset` wrote: the prepared clips and the skipped sources."""
+
+    out: Path
+    clips: list[ClipRecord]
+    skipped: list[Skipped]
+    classes: list[str]
+
+
+def _crop_box(clip: SourceClip, settings: CropSettings) -> faces.FaceBox:
+    if not settings.crop_faces:
+        with contextlib.closing(iter_frames(clip.frames)) as frames:
+            first = next(frames, None)
+        if first is None:
+            raise DatasetError("has no frames", clip.source)
+        return faces.center_box(*first.shape[:2])
+    track = faces.track_face(iter_frames(clip.frames), detect_every=settings.detect_every)
+    if track is None:
+        raise faces.FaceNotFoundError("no face found in any checked frame", clip.source)
+    return track.clip_box
+
+
+def _counted(frames: Iterator[np.ndarray], counter: list[int]) -> Iterator[np.ndarray]:
+    for frame in frames:
+        counter[0] += 1
+        yield frame
+
+
+def clip_path(key: str) -> str:
+    """Manifest path of the prepared clip with this key."""
+    return f"{CLIPS_FOLDER}/{key}.mp4"
+
+
+def prepare_clip(clip: SourceClip, out: Path, protocol: str, settings: CropSettings) -> ClipRecord | Skipped:
+    """Crop, resize and re-encode one clip into `out/clips/`; a `Skipped` with the reason if it cannot be."""
+    relative_path = clip_path(clip.key)
+    try:
+        box = _crop_box(clip, settings)
+        fps = clip.fps or frame_rate(clip.frames)
+        counter = [0]
+        cropped = faces.crop_frames(_counted(iter_frames(clip.frames), counter), box, settings.size)
+        write_video(out / relative_path, cropped, fps=fps)
+    except (CvferError, av.error.FFmpegError, OSError, ValueError) as error:
+        reason = error.problem if isinstance(error, CvferError) else f"{type(error).__name__}: {error}"
+        return Skipped(clip.source, reason)
+    num_frames = counter[0]
+    if num_frames < MIN_FRAMES:
+        (out / relative_path).unlink()
+        return Skipped(clip.source, f"only {num_frames} frame; a clip needs at least {MIN_FRAMES}")
+    apex_index = num_frames - 1 if clip.apex == "last" else num_frames // 2
+    crop = f"{box.center_x:.1f} {box.center_y:.1f} {box.side:.1f} {math.degrees(box.angle):.2f}"
+    return ClipRecord(
+        relative_path, clip.subject, clip.label, apex_index, num_frames, protocol, {"source": clip.source, "crop": crop}
+    )
+
+
+def _prepare_all(scan: DatasetScan, out: Path, settings: CropSettings, workers: int) -> list[ClipRecord | Skipped]:
+    prepare_one = functools.partial(prepare_clip, out=out, protocol=scan.name, settings=settings)
+    progress = {"total": len(scan.clips), "desc": f"prepare {scan.name}", "unit": "clip"}
+    if workers <= 1:
+        return [prepare_one(clip) for clip in tqdm(scan.clips, **progress)]
+    with concurrent.futures.ProcessPoolExecutor(workers) as pool:
+        return list(tqdm(pool.map(prepare_one, scan.clips), **progress))
+
+
+def write_skipped(out: Path, skipped: list[Skipped]) -> Path:
+    """Write `skipped.csv` (source,reason), atomically; returns its path."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["source", "reason"])
+    writer.writerows([item.source, item.reason] for item in skipped)
+    atomic_write_text(out / SKIPPED_FILE, buffer.getvalue())
+    return out / SKIPPED_FILE
+
+
+def _splits(scan: DatasetScan, manifest: Manifest, folds: int, seed: int) -> Splits:
+    from cvfer.data.splits import Fold, Splits, subject_kfold
+
+    if scan.official_folds is None:
+        return subject_kfold(manifest, k=folds, seed=seed)
+    prepared = {record.path for record in manifest.clips}
+
+    def prepared_paths(keys: list[str]) -> list[str]:
+        return [path for path in (clip_path(key) for key in keys) if path in prepared]
+
+    official = []
+    for index, (train, test) in enumerate(scan.official_folds, start=1):
+        fold = Fold(train=prepared_paths(train), test=prepared_paths(test))
+        if not fold.train or not fold.test:
+            raise DatasetError(f"official fold {index} has no prepared {'train' if not fold.train else 'test'} clip", manifest.root)
+        official.append(fold)
+    return Splits(kind="official", folds=official)
+
+
+def prepare_dataset(
+    root: str | Path,
+    dataset: str,
+    out: str | Path,
+    *,
+    size: int = 64,
+    crop_faces: bool = True,
+    subject_pattern: str | None = None,
+    subjects_csv: str | Path | None = None,
+    folds: int = 10,
+    seed: int = 0,
+    detect_every: int = 10,
+    workers: int = 1,
+) -> PrepareReport:
+    """Prepare `dataset` found at `root` into `out` (clips, manifest, dataset.json, splits.json, skipped.csv).
+
+    Splits are the dataset's official ones (AFEW train/val, DFEW 5 folds), otherwise subject-independent
+    `folds`-fold. Raises `DatasetError` when no clip at all could be prepared.
+    """
+    if dataset not in SCANNERS:
+        raise ConfigError(f"unknown dataset {dataset!r}", None, f"choose one of {', '.join(SCANNERS)}")
+    if size < 16 or size % 2:
+        raise ConfigError(f"--size must be an even number of pixels ≥ 16, got {size}")
+    if dataset != "folder" and (subject_pattern is not None or subjects_csv is not None):
+        raise ConfigError(f"--subject-pattern/--subjects apply to --dataset folder only; {dataset} names its subjects")
+    out = Path(out)
+    options = {"subject_pattern": subject_pattern, "subjects_csv": subjects_csv} if dataset == "folder" else {}
+    scan = SCANNERS[dataset](root, **options)
+    settings = CropSettings(size=size, crop_faces=crop_faces, detect_every=detect_every)
+    results = _prepare_all(scan, out, settings, workers)
+    records = [item for item in results if isinstance(item, ClipRecord)]
+    skipped = scan.skipped + [item for item in results if isinstance(item, Skipped)]
+    skipped_path = write_skipped(out, skipped)
+    if not records:
+        raise DatasetError(
+            f"no clip could be prepared from {dataset} ({len(skipped)} skipped)", root, f"see the reasons in {skipped_path}"
+        )
+    crop_meta = {"crop": "face", "face_padding": faces.FACE_PADDING, "detect_every": detect_every}
+    meta = {
+        "source": dataset,
+        "source_root": str(Path(root).resolve()),
+        "size": size,
+        **(crop_meta if crop_faces else {"crop": "centre square"}),
+        "num_skipped": len(skipped),
+        **scan.meta,
+    }
+    write_manifest(out, records, scan.classes, meta)
+    manifest = Manifest(root=out, clips=records, classes=scan.classes, meta=meta)
+    from cvfer.data.splits import write_splits
+
+    write_splits(out, _splits(scan, manifest, folds, seed))
+    return PrepareReport(out, records, skipped, scan.classes)

@@ -1,0 +1,119 @@
+"""Face detection, alignment and the fixed per-clip crop, on skimage's astronaut (a real face)."""
+
+from __future__ import annotations
+
+import math
+
+import av
+from av.video.frame import PictureType
+import numpy as np
+import pytest
+from skimage import data
+from skimage.registration import phase_cross_correlation
+
+from cvfer.codec.writer import write_video
+from cvfer.data import faces
+from cvfer.data.datasets.common import SourceClip, Skipped
+from cvfer.data.datasets.prepare import CropSettings, prepare_clip
+
+ASTRONAUT = data.astronaut()
+FACE_CENTER = (222, 126)  # centre of the astronaut's face in the 512×512 image, by eye
+MOTION = (3, 2)  # pixels per frame (x, y) of the moving test clip
+NUM_FRAMES = 8
+
+
+def moving_face_clip() -> list[np.ndarray]:
+    """8 frames of 320×240: the astronaut's head on grey, moving by MOTION each frame."""
+    patch = ASTRONAUT[30:230, 110:330]
+    frames = []
+    for t in range(NUM_FRAMES):
+        canvas = np.full((240, 320, 3), 128, np.uint8)
+        top, left = 10 + MOTION[1] * t, 30 + MOTION[0] * t
+        canvas[top : top + patch.shape[0], left : left + patch.shape[1]] = patch
+        frames.append(canvas)
+    return frames
+
+
+def test_hog_detector_finds_the_astronaut():
+    box = faces.detect_face(ASTRONAUT)
+    assert box is not None
+    assert math.hypot(box.center_x - FACE_CENTER[0], box.center_y - FACE_CENTER[1]) < 20
+    assert 100 < box.side < 200
+    assert abs(box.angle) < 0.2
+    assert faces.detect_face(np.full((240, 320, 3), 128, np.uint8)) is None
+
+
+def test_align_face_returns_an_upright_chip_and_raises_without_a_face():
+    chip = faces.align_face(ASTRONAUT, size=96)
+    assert chip.shape == (96, 96, 3) and chip.dtype == np.uint8
+    # The aligned chip is itself a detectable face, centred.
+    again = faces.detect_face(np.pad(chip, ((48, 48), (48, 48), (0, 0)), mode="edge"))
+    assert again is not None and abs(again.center_x - 96) < 12 and abs(again.center_y - 96) < 12
+    with pytest.raises(faces.FaceNotFoundError, match="no face"):
+        faces.align_face(np.zeros((200, 200, 3), np.uint8))
+
+
+def test_face_box_geometry_matches_dlib_chips():
+    image = np.zeros((300, 300, 3), np.uint8)
+    point = np.array([[180.0, 60.0]])
+    image[60, 180] = 255
+    box = faces.FaceBox(150.0, 100.0, 100.0, 0.3)
+    chip = faces.crop(image, box, 101)
+    ys, xs = np.nonzero(chip[..., 0] > 60)
+    found = np.array([xs.mean(), ys.mean()]) - 50
+    expected = box.to_box_coordinates(point)[0] * 101 / 100
+    assert np.allclose(found, expected, atol=1.5)
+    # corners() is the inverse of to_box_coordinates.
+    assert np.allclose(np.abs(box.to_box_coordinates(box.corners())), 50)
+
+
+def test_union_box_holds_every_box():
+    boxes = [faces.FaceBox(100, 100, 60, 0.2), faces.FaceBox(130, 90, 70, 0.25), faces.FaceBox(90, 140, 50, 0.1)]
+    union = faces.union_box(boxes)
+    assert union.angle == boxes[0].angle
+    assert all(union.contains(box) for box in boxes)
+    assert not faces.FaceBox(union.center_x, union.center_y, union.side * 0.9, union.angle).contains(boxes[1])
+
+
+def test_track_face_follows_known_motion_with_one_fixed_box():
+    frames = moving_face_clip()
+    track = faces.track_face(frames, detect_every=3)
+    assert track is not None and track.num_frames == NUM_FRAMES
+    assert [index for index, _ in track.detections] == [0, 3, 6, 7]
+    first_index, first = track.detections[0]
+    for index, box in track.detections[1:]:
+        moved = (box.center_x - first.center_x, box.center_y - first.center_y)
+        assert np.allclose(moved, (MOTION[0] * index, MOTION[1] * index), atol=3), (index, moved)
+        assert track.clip_box.contains(box)
+    # The crop box is fixed, so inside the crops the face moves by the known motion (scaled).
+    size = 128
+    start, end = (faces.crop(frames[i], track.clip_box, size).mean(axis=2) for i in (0, NUM_FRAMES - 1))
+    shift, _, _ = phase_cross_correlation(start, end, upsample_factor=4)
+    scale = size / track.clip_box.side
+    expected = -np.array([MOTION[1], MOTION[0]]) * (NUM_FRAMES - 1) * scale
+    assert np.allclose(shift, expected, atol=1.5), (shift, expected)
+
+
+def test_prepared_face_clip_is_mic_format(tmp_path):
+    source = write_video(tmp_path / "face.avi", moving_face_clip(), fps=25)
+    clip = SourceClip("s1/face", source, "s1", "happiness", "last", "face.avi")
+    record = prepare_clip(clip, tmp_path / "out", "folder", CropSettings(size=64, detect_every=4))
+    assert not isinstance(record, Skipped), record
+    assert (record.path, record.num_frames, record.apex_index) == ("clips/s1/face.mp4", NUM_FRAMES, NUM_FRAMES - 1)
+    with av.open(str(tmp_path / "out" / record.path)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "mpeg4"
+        frames = list(container.decode(stream))
+    assert [(f.width, f.height) for f in frames] == [(64, 64)] * NUM_FRAMES
+    assert "".join(PictureType(f.pict_type).name for f in frames) == "I" + "P" * (NUM_FRAMES - 1)
+    # The face fills the crop: its centre is skin-coloured, brighter than the grey background.
+    middle = frames[0].to_ndarray(format="rgb24")[24:40, 24:40].astype(float)
+    assert middle[..., 0].mean() > middle[..., 2].mean() + 20
+
+
+def test_clip_without_a_face_is_skipped_with_the_reason(tmp_path):
+    source = write_video(tmp_path / "empty.mp4", [np.full((96, 128, 3), 90, np.uint8)] * 4)
+    clip = SourceClip("s1/empty", source, "s1", "anger", "last", "empty.mp4")
+    result = prepare_clip(clip, tmp_path / "out", "folder", CropSettings(size=32))
+    assert isinstance(result, Skipped) and "no face found" in result.reason and result.source == "empty.mp4"
+    assert not (tmp_path / "out" / "clips" / "s1" / "empty.mp4").exists()
