@@ -107,8 +107,11 @@ def test_prepared_face_clip_is_mic_format(tmp_path):
     assert [(f.width, f.height) for f in frames] == [(64, 64)] * NUM_FRAMES
     assert "".join(PictureType(f.pict_type).name for f in frames) == "I" + "P" * (NUM_FRAMES - 1)
     # The face fills the crop: its centre is skin-coloured, brighter than the grey background.
-    middle = frames[0].to_ndarray(format="rgb24")[24:40, 24:40].astype(float)
+    iframe = frames[0].to_ndarray(format="rgb24")
+    middle = iframe[24:40, 24:40].astype(float)
     assert middle[..., 0].mean() > middle[..., 2].mean() + 20
+    # The identity encoder re-aligns the I frame of a prepared clip: the face is still found there.
+    assert faces.align_face(iframe, size=64).shape == (64, 64, 3)
 
 
 def test_clip_without_a_face_is_skipped_with_the_reason(tmp_path):

@@ -11,7 +11,7 @@ import contextlib
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -70,7 +70,6 @@ class DatasetScan:
     skipped: list[Skipped]
     classes: list[str]
     official_folds: list[tuple[list[str], list[str]]] | None = None
-    meta: dict[str, str] = field(default_factory=dict)
 
 
 def canonical_class(name: str) -> str | None:

@@ -27,6 +27,7 @@ from cvfer.data import faces
 from cvfer.data.datasets import afew, ckplus, dfew, folder, mmi, oulu
 from cvfer.data.datasets.common import DatasetScan, Skipped, SourceClip, frame_rate, iter_frames
 from cvfer.data.manifest import ClipRecord, Manifest, write_manifest
+from cvfer.data.splits import Fold, Splits, official_splits, subject_kfold, write_splits
 from cvfer.errors import ConfigError, CvferError, DatasetError
 from cvfer.io import atomic_write_text
 
@@ -103,9 +104,9 @@ def prepare_clip(clip: SourceClip, out: Path, protocol: str, settings: CropSetti
         (out / relative_path).unlink()
         return Skipped(clip.source, f"only {num_frames} frame; a clip needs at least {MIN_FRAMES}")
     apex_index = num_frames - 1 if clip.apex == "last" else num_frames // 2
-    crop = f"{box.center_x:.1f} {box.center_y:.1f} {box.side:.1f} {math.degrees(box.angle):.2f}"
+    crop_box = f"{box.center_x:.1f} {box.center_y:.1f} {box.side:.1f} {math.degrees(box.angle):.2f}"
     return ClipRecord(
-        relative_path, clip.subject, clip.label, apex_index, num_frames, protocol, {"source": clip.source, "crop": crop}
+        relative_path, clip.subject, clip.label, apex_index, num_frames, protocol, {"source": clip.source, "crop_box": crop_box}
     )
 
 
@@ -129,22 +130,19 @@ def write_skipped(out: Path, skipped: list[Skipped]) -> Path:
 
 
 def _splits(scan: DatasetScan, manifest: Manifest, folds: int, seed: int) -> Splits:
-    from cvfer.data.splits import Fold, Splits, subject_kfold
-
     if scan.official_folds is None:
         return subject_kfold(manifest, k=folds, seed=seed)
     prepared = {record.path for record in manifest.clips}
 
     def prepared_paths(keys: list[str]) -> list[str]:
-        return [path for path in (clip_path(key) for key in keys) if path in prepared]
+        return [path for path in map(clip_path, keys) if path in prepared]
 
-    official = []
-    for index, (train, test) in enumerate(scan.official_folds, start=1):
-        fold = Fold(train=prepared_paths(train), test=prepared_paths(test))
+    official = [Fold(train=prepared_paths(train), test=prepared_paths(test)) for train, test in scan.official_folds]
+    for number, fold in enumerate(official):
         if not fold.train or not fold.test:
-            raise DatasetError(f"official fold {index} has no prepared {'train' if not fold.train else 'test'} clip", manifest.root)
-        official.append(fold)
-    return Splits(kind="official", folds=official)
+            side = "train" if not fold.train else "test"
+            raise DatasetError(f"official fold {number} has no prepared {side} clip", manifest.root / SKIPPED_FILE)
+    return official_splits("official", official)
 
 
 def prepare_dataset(
@@ -175,6 +173,16 @@ def prepare_dataset(
     out = Path(out)
     options = {"subject_pattern": subject_pattern, "subjects_csv": subjects_csv} if dataset == "folder" else {}
     scan = SCANNERS[dataset](root, **options)
+    if not scan.clips:
+        skipped_path = write_skipped(out, scan.skipped)
+        raise DatasetError(f"no {dataset} clip found ({len(scan.skipped)} skipped)", root, f"see {skipped_path} and docs/datasets.md")
+    num_subjects = len({clip.subject for clip in scan.clips})
+    if scan.official_folds is None and not 2 <= folds <= num_subjects:
+        raise ConfigError(
+            f"cannot make {folds} subject-independent folds from the {num_subjects} subjects found in {root}",
+            None,
+            f"pass --folds between 2 and {num_subjects}" if num_subjects >= 2 else "a k-fold split needs 2 subjects or more",
+        )
     settings = CropSettings(size=size, crop_faces=crop_faces, detect_every=detect_every)
     results = _prepare_all(scan, out, settings, workers)
     records = [item for item in results if isinstance(item, ClipRecord)]
@@ -191,11 +199,8 @@ def prepare_dataset(
         "size": size,
         **(crop_meta if crop_faces else {"crop": "centre square"}),
         "num_skipped": len(skipped),
-        **scan.meta,
     }
     write_manifest(out, records, scan.classes, meta)
     manifest = Manifest(root=out, clips=records, classes=scan.classes, meta=meta)
-    from cvfer.data.splits import write_splits
-
     write_splits(out, _splits(scan, manifest, folds, seed))
     return PrepareReport(out, records, skipped, scan.classes)
