@@ -1,0 +1,191 @@
+"""`ClipDataset`: the clips of one split, decoded once into memory, served as batches of `BATCH_KEYS`.
+
+FER datasets are small (hundreds of clips), so every clip is decoded once up front (with a progress
+bar) and kept in compact integer form; items are normalised as `cvfer.models.base.BATCH_KEYS` says when
+they are read. Clips that cannot be read are skipped with a warning naming the file and the reason.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from cvfer import codec
+from cvfer.data.manifest import ClipRecord, Manifest
+from cvfer.errors import CvferError, DatasetError
+from cvfer.models.base import BATCH_KEYS
+
+# Keys every item carries whatever the model asks for.
+TARGET_KEYS = ("label", "subject")
+COMPRESSED_KEYS = ("residuals", "motion_vectors", "iframe")
+# Manifest columns that may name a clip's apex image (relative to the dataset folder).
+APEX_COLUMNS = ("apex_path", "apex")
+IDENTITY_BATCH = 64
+
+
+class ClipDataset(torch.utils.data.Dataset):
+    """The clips `clip_paths` of `manifest`, with the batch keys `inputs` (+ label and subject).
+
+    `num_frames` is T, the number of P frames (and decoded frames) per clip. `identity_encoder`
+    (an `IdentityEncoder`) computes z_I from each clip's I frame once, at load time; it is needed only
+    when "identity" is in `inputs`. `cache_dir` caches decoded inputs on disk across runs.
+    """
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        clip_paths: Sequence[str],
+        inputs: Iterable[str],
+        num_frames: int,
+        identity_encoder: Any = None,
+        cache_dir: str | Path | None = None,
+        *,
+        progress: bool = True,
+    ):
+        self.manifest = manifest
+        self.inputs = tuple(dict.fromkeys(key for key in inputs if key not in TARGET_KEYS))
+        unknown = [key for key in self.inputs if key not in BATCH_KEYS]
+        if unknown:
+            raise DatasetError(f"unknown batch keys {unknown}; known: {sorted(BATCH_KEYS)}")
+        if "identity" in self.inputs and identity_encoder is None:
+            raise DatasetError(
+                "the model needs z_I (batch key 'identity') but no identity encoder was given",
+                fix="pass --identity-encoder synthetic (or dlib, or a path)",
+            )
+        self.num_frames = num_frames
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        by_path = {clip.path: clip for clip in manifest.clips}
+        missing = [path for path in clip_paths if path not in by_path]
+        if missing:
+            raise DatasetError(
+                f"split names {len(missing)} clips absent from manifest.csv (first: {missing[0]})",
+                manifest.root / "splits.json",
+                "regenerate splits.json for this manifest",
+            )
+        subject_index = {subject: index for index, subject in enumerate(manifest.subjects())}
+        self.records: list[ClipRecord] = []
+        self.skipped: list[tuple[str, str]] = []
+        self._arrays: list[dict[str, np.ndarray]] = []
+        for path in tqdm(clip_paths, desc="loading clips", unit="clip", disable=not progress, leave=False):
+            clip = by_path[path]
+            try:
+                arrays = self._load_clip(clip)
+            except (CvferError, OSError, ValueError) as error:
+                reason = getattr(error, "problem", None) or str(error)
+                self.skipped.append((path, reason))
+                warnings.warn(f"{manifest.video_path(clip)}: skipped ({reason})", stacklevel=2)
+                continue
+            self.records.append(clip)
+            self._arrays.append(arrays)
+        if not self.records:
+            raise DatasetError(
+                f"none of the {len(clip_paths)} clips could be read (first: {self.skipped[0][1] if self.skipped else '-'})",
+                manifest.root,
+                "check the videos with `cvfer inspect`",
+            )
+        self.labels = torch.tensor([manifest.label_index(clip) for clip in self.records], dtype=torch.int64)
+        self.subjects = torch.tensor([subject_index[clip.subject] for clip in self.records], dtype=torch.int64)
+        self.identity = self._encode_identities(identity_encoder) if "identity" in self.inputs else None
+
+    @property
+    def paths(self) -> list[str]:
+        """Manifest paths of the clips kept, in item order."""
+        return [clip.path for clip in self.records]
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        """(height, width) of the stored frames."""
+        first = self._arrays[0]
+        for key in ("iframe", "apex"):
+            if key in first:
+                return first[key].shape[0], first[key].shape[1]
+        for key in ("residuals", "frames"):
+            if key in first:
+                return first[key].shape[1], first[key].shape[2]
+        return first["motion_vectors"].shape[2], first["motion_vectors"].shape[3]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {key: value[0] for key, value in self.batch([index]).items()}
+
+    def batch(self, indices: Sequence[int] | torch.Tensor, keys: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
+        """Stacked, normalised tensors of the items `indices` for `keys` (default: all loaded) + targets."""
+        indices = [int(index) for index in indices]
+        wanted = self.inputs if keys is None else tuple(key for key in keys if key not in TARGET_KEYS)
+        batch: dict[str, torch.Tensor] = {}
+        for key in wanted:
+            if key == "identity":
+                batch[key] = self.identity[indices]
+                continue
+            stacked = torch.from_numpy(np.stack([self._arrays[index][key] for index in indices]))
+            batch[key] = _normalise(key, stacked)
+        batch["label"] = self.labels[indices]
+        batch["subject"] = self.subjects[indices]
+        return batch
+
+    def _load_clip(self, clip: ClipRecord) -> dict[str, np.ndarray]:
+        """Compact arrays of one clip: int16 residuals/motion vectors, uint8 frames."""
+        path = self.manifest.video_path(clip)
+        arrays: dict[str, np.ndarray] = {}
+        if any(key in self.inputs for key in (*COMPRESSED_KEYS, "identity")):
+            video = codec.read_compressed(path, num_frames=self.num_frames, residual="rgb", accumulate=False)
+            if len(video.residuals) != self.num_frames:
+                raise DatasetError(f"has {len(video.residuals)} P frames, {self.num_frames} needed", path)
+            arrays["iframe"] = np.asarray(video.iframe, dtype=np.uint8)
+            if "residuals" in self.inputs:
+                arrays["residuals"] = np.asarray(video.residuals, dtype=np.int16)
+            if "motion_vectors" in self.inputs:
+                arrays["motion_vectors"] = np.asarray(video.motion_vectors, dtype=np.int16)
+        if "frames" in self.inputs:
+            last = max(clip.num_frames - 1, 0)
+            indices = np.linspace(0, last, self.num_frames).round().astype(int).tolist()
+            arrays["frames"] = np.asarray(codec.read_frames(path, indices=indices), dtype=np.uint8)
+            if len(arrays["frames"]) != self.num_frames:
+                raise DatasetError(f"decoded {len(arrays['frames'])} frames, {self.num_frames} needed", path)
+        if "apex" in self.inputs:
+            arrays["apex"] = self._load_apex(clip)
+        return arrays
+
+    def _load_apex(self, clip: ClipRecord) -> np.ndarray:
+        """The apex image: the manifest's apex PNG if it names one, else the frame at `apex_index`."""
+        for column in APEX_COLUMNS:
+            if clip.extra.get(column):
+                from skimage.io import imread
+
+                image_path = self.manifest.root / clip.extra[column]
+                if not image_path.is_file():
+                    raise DatasetError(f"apex image {image_path} is missing", self.manifest.root / "manifest.csv")
+                image = np.asarray(imread(image_path))
+                if image.ndim == 2:
+                    image = np.repeat(image[..., None], 3, axis=2)
+                return np.ascontiguousarray(image[..., :3], dtype=np.uint8)
+        frame = codec.read_frames(self.manifest.video_path(clip), indices=[clip.apex_index])
+        return np.asarray(frame[0], dtype=np.uint8)
+
+    def _encode_identities(self, identity_encoder: Any) -> torch.Tensor:
+        """z_I of every clip's I frame, once, in batches."""
+        features = []
+        for start in range(0, len(self._arrays), IDENTITY_BATCH):
+            iframes = np.stack([arrays["iframe"] for arrays in self._arrays[start : start + IDENTITY_BATCH]])
+            features.append(np.asarray(identity_encoder.encode(iframes), dtype=np.float32))
+        return torch.from_numpy(np.concatenate(features))
+
+
+def _normalise(key: str, stacked: torch.Tensor) -> torch.Tensor:
+    """Float tensors laid out and scaled as `BATCH_KEYS` documents."""
+    if key == "residuals":  # (B, T, H, W, 3) int16 -> (B, T, 3, H, W) in [-1, 1]
+        return stacked.permute(0, 1, 4, 2, 3).float().div_(255.0)
+    if key == "motion_vectors":  # (B, T, 2, H, W) pixels -> / 16
+        return stacked.float().div_(16.0)
+    if key == "frames":  # (B, T, H, W, 3) uint8 -> (B, T, 3, H, W) in [0, 1]
+        return stacked.permute(0, 1, 4, 2, 3).float().div_(255.0)
+    # iframe, apex: (B, H, W, 3) uint8 -> (B, 3, H, W) in [0, 1]
+    return stacked.permute(0, 3, 1, 2).float().div_(255.0)

@@ -1,0 +1,170 @@
+"""`TrainConfig`: every knob of a training run, JSON round-trippable, with the paper's presets."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cvfer.errors import ConfigError
+
+OPTIMIZERS = ("adam", "sgd")
+LR_SCHEDULES = ("constant", "step", "cosine")
+DEVICES = ("cpu", "cuda")
+
+
+@dataclass
+class TrainConfig:
+    """A training run: model, optimisation, data sampling and where it runs.
+
+    `lr_schedule` is applied per epoch as a factor of each group's base lr:
+    - "constant": 1;
+    - "step": params `milestones` (epochs, 0-based) and either `gamma` (multiply at each milestone) or
+      `factors` (the factor from each milestone on, e.g. MIC's AFEW 1e-4 → 8e-6 → 1e-7 is
+      `{"milestones": [30, 60], "factors": [0.08, 0.001]}`);
+    - "cosine": params `min_factor` (default 0) and `warmup_epochs` (linear warm-up, default 0).
+    `group_lr` overrides the base lr of named parameter groups (e.g. `{"mine": 1e-4}`).
+    """
+
+    model: str = "mic"
+    model_cfg: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 15
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    optimizer: str = "adam"
+    momentum: float = 0.9  # Adam's beta1, SGD's momentum
+    lr_schedule: str = "constant"
+    lr_schedule_params: dict[str, Any] = field(default_factory=dict)
+    group_lr: dict[str, float] = field(default_factory=dict)
+    seed: int = 0
+    num_frames: int = 8
+    identity_encoder: str | None = None  # "synthetic", "dlib" or a path; None for models without z_I
+    device: str = "cpu"
+    threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+    val_fraction: float = 0.0  # share of training subjects held out for validation metrics
+    max_bad_steps: int = 20  # consecutive skipped (non-finite) steps before the run stops
+    cache_dir: str | None = None  # decoded-input cache shared by runs (cvfer.codec.cache)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise `ConfigError` naming the first invalid field and its allowed values."""
+        checks = [
+            (self.epochs >= 1, "epochs", "must be >= 1"),
+            (self.batch_size >= 2, "batch_size", "must be >= 2 (MI estimators and BatchNorm need pairs)"),
+            (self.lr > 0 and math.isfinite(self.lr), "lr", "must be a positive number"),
+            (self.weight_decay >= 0, "weight_decay", "must be >= 0"),
+            (self.optimizer in OPTIMIZERS, "optimizer", f"must be one of {OPTIMIZERS}"),
+            (self.lr_schedule in LR_SCHEDULES, "lr_schedule", f"must be one of {LR_SCHEDULES}"),
+            (all(value > 0 for value in self.group_lr.values()), "group_lr", "values must be positive"),
+            (self.num_frames >= 1, "num_frames", "must be >= 1"),
+            (self.device in DEVICES, "device", f"must be one of {DEVICES}"),
+            (self.threads >= 0, "threads", "must be >= 0"),
+            (0 <= self.val_fraction < 1, "val_fraction", "must be in [0, 1)"),
+            (self.max_bad_steps >= 1, "max_bad_steps", "must be >= 1"),
+        ]
+        for ok, name, rule in checks:
+            if not ok:
+                raise ConfigError(f"training option {name}={getattr(self, name)!r} is invalid: {name} {rule}")
+        if self.lr_schedule == "step":
+            params = self.lr_schedule_params
+            milestones = params.get("milestones", [])
+            if "factors" in params and len(params["factors"]) != len(milestones):
+                raise ConfigError(
+                    f"lr_schedule_params {params}: `factors` needs one value per milestone",
+                    fix="give as many factors as milestones, or use `gamma`",
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict of every field."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Build from a dict; unknown keys are a `ConfigError` (typos must not pass silently)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown training options {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        """The config as indented JSON."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, source: str | Path | None = None) -> TrainConfig:
+        """Parse `to_json` output; `source` names the file in errors."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"not valid JSON ({error})", source) from None
+        if not isinstance(data, dict):
+            raise ConfigError("a training config must be a JSON object", source)
+        return cls.from_dict(data)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with `changes` applied (validated)."""
+        return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+    def with_setting(self, assignment: str) -> TrainConfig:
+        """Apply one `key=value` (value parsed as JSON, else a string); `model.KEY=...` sets model_cfg."""
+        key, sep, raw = assignment.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {assignment!r} is not key=value", fix="e.g. --set lr=0.01 or --set model.alpha=0.2")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        if key.startswith("model."):
+            return self.replace(model_cfg={**self.model_cfg, key.removeprefix("model."): value})
+        if key not in {f.name for f in dataclasses.fields(self)}:
+            raise ConfigError(
+                f"--set {key}: unknown training option",
+                fix=f"use one of {sorted(f.name for f in dataclasses.fields(self))} or model.KEY for model options",
+            )
+        return self.replace(**{key: value})
+
+
+# A quick CPU run of MIC on a synthetic benchmark: same losses and groups, fewer epochs, small lr.
+DEMO_PRESET: dict[str, Any] = {
+    "model": "mic",
+    "epochs": 15,
+    "batch_size": 16,
+    "lr": 1e-3,
+    "num_frames": 8,
+    "identity_encoder": "synthetic",
+}
+
+
+def preset_names() -> list[str]:
+    """Names accepted by `preset_config`."""
+    return ["demo", "ckplus", "mmi", "afew"]
+
+
+def preset_config(name: str) -> TrainConfig:
+    """The `demo` preset, or MIC's per-dataset settings (`cvfer.models.mic.MIC_PRESETS`, paper §4.1).
+
+    Preset keys naming a `TrainConfig` field set it; any other key (e.g. `alpha`) goes to `model_cfg`.
+    """
+    if name == "demo":
+        return TrainConfig.from_dict(DEMO_PRESET)
+    if name not in preset_names():
+        raise ConfigError(f"unknown preset {name!r}; known: {', '.join(preset_names())}")
+    from cvfer.models.mic import MIC_PRESETS
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    settings: dict[str, Any] = {"model": "mic", "identity_encoder": "synthetic"}
+    model_cfg: dict[str, Any] = {}
+    for key, value in MIC_PRESETS[name].items():
+        if key in fields:
+            settings[key] = value
+        else:
+            model_cfg[key] = value
+    settings["model_cfg"] = {**settings.get("model_cfg", {}), **model_cfg}
+    return TrainConfig.from_dict(settings)

@@ -1,0 +1,68 @@
+"""Per-epoch metrics of a run: `history.csv`, `history.jsonl` and the loss/accuracy curves `curves.png`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from cvfer.io import atomic_savefig, atomic_write_text
+
+HISTORY_CSV = "history.csv"
+HISTORY_JSONL = "history.jsonl"
+CURVES_PNG = "curves.png"
+# Columns that are accuracies (drawn on the right-hand panel); every other numeric column is a loss term.
+ACCURACY_COLUMNS = ("train_acc", "val_war", "val_uar", "test_war", "test_uar")
+NOT_PLOTTED = ("epoch", "step", "skipped_steps")
+
+
+def write_history(out_dir: str | Path, rows: list[dict[str, Any]]) -> None:
+    """Rewrite `history.csv` and `history.jsonl` with all `rows` (one per epoch), atomically."""
+    out_dir = Path(out_dir)
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out_dir / HISTORY_CSV, buffer.getvalue())
+    atomic_write_text(out_dir / HISTORY_JSONL, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
+
+
+def plot_curves(out_dir: str | Path, rows: list[dict[str, Any]]) -> None:
+    """`curves.png`: every loss term (left) and accuracies (right) against the epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in rows]
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(11, 4))
+    for column in columns:
+        if column in NOT_PLOTTED or column.startswith("lr_"):
+            continue
+        values = [_as_float(row.get(column)) for row in rows]
+        if all(math.isnan(value) for value in values):
+            continue
+        axes = accuracy_axes if column in ACCURACY_COLUMNS else loss_axes
+        style = "--" if column.startswith("test_") else "-"
+        axes.plot(epochs, values, style, marker="o", markersize=3, label=column)
+    loss_axes.set(title="loss terms (train)", xlabel="epoch")
+    accuracy_axes.set(title="accuracy (test: monitoring only)", xlabel="epoch", ylim=(0, 1.02))
+    for axes in (loss_axes, accuracy_axes):
+        if axes.lines:
+            axes.legend(fontsize=8)
+        axes.grid(alpha=0.3)
+    figure.subplots_adjust(left=0.06, right=0.98, bottom=0.12, top=0.92, wspace=0.15)
+    atomic_savefig(Path(out_dir) / CURVES_PNG, figure, dpi=100)
+    plt.close(figure)
+
+
+def _as_float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan

@@ -1,0 +1,156 @@
+"""The training loop: outputs, determinism, exact resume, non-finite steps, checkpoint atomicity."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cvfer.errors import CheckpointError, ConfigError, CvferError
+from cvfer.train import train
+from cvfer.train import loop as train_loop
+from cvfer.train.loop import epoch_order, global_batches
+
+
+def _weights(run_dir):
+    return torch.load(run_dir / "model.pt", weights_only=False)["state_dict"]
+
+
+def _assert_same_state(first, second):
+    assert first.keys() == second.keys()
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
+
+
+def test_run_writes_every_output(fake_data, make_config, tmp_path):
+    run = tmp_path / "run"
+    result = train(make_config(), fake_data, 0, run)
+    assert result.epochs == 2 and 0 <= result.test_war <= 1 and 0 <= result.test_uar <= 1
+    with (run / "history.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    assert {"ce", "mi", "train_acc", "test_war", "test_uar", "lr_main", "lr_critic"} <= set(rows[0])
+    assert float(rows[0]["lr_main"]) == pytest.approx(0.05) and float(rows[1]["lr_main"]) == pytest.approx(0.025)
+    assert [json.loads(line)["epoch"] for line in (run / "history.jsonl").read_text().splitlines()] == [1, 2]
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = torch.load(run / "model.pt", weights_only=False)
+    assert saved["name"] == "test-tiny-two-group" and saved["classes"] == ["anger", "happiness", "surprise"]
+    assert saved["data"] == {"image_size": 8, "num_frames": 4, "inputs": ["residuals"], "residual": "rgb", "face_crop": False}
+    assert saved["cfg"]["num_classes"] == 3
+    with (run / "predictions.csv").open() as handle:
+        predictions = list(csv.DictReader(handle))
+    assert len(predictions) == 3 and all(row["path"].startswith("clips/") for row in predictions)
+    assert all(sum(float(row[f"p_{name}"]) for name in saved["classes"]) == pytest.approx(1, abs=1e-4) for row in predictions)
+    with np.load(run / "features.npz") as features:
+        assert features["train_features"].shape == (9, 6) and features["test_features"].shape == (3, 6)
+        assert set(features["test_subjects"]) == {"s3"} and len(features["train_labels"]) == 9
+
+
+def test_tiny_model_learns_the_fake_task(fake_data, make_config, tmp_path):
+    result = train(make_config(epochs=12, lr=0.05, lr_schedule="constant"), fake_data, 0, tmp_path / "run")
+    assert result.history[-1]["ce"] < result.history[0]["ce"]
+    assert result.test_war == 1.0
+
+
+def test_same_seed_same_weights_other_seed_differs(fake_data, make_config, tmp_path):
+    first = train(make_config(), fake_data, 0, tmp_path / "a")
+    second = train(make_config(), fake_data, 0, tmp_path / "b")
+    _assert_same_state(_weights(first.out_dir), _weights(second.out_dir))
+    third = train(make_config(seed=1), fake_data, 0, tmp_path / "c")
+    assert not torch.equal(_weights(first.out_dir)["classifier.weight"], _weights(third.out_dir)["classifier.weight"])
+
+
+def test_resume_equals_uninterrupted(fake_data, make_config, tmp_path):
+    straight = train(make_config(epochs=3), fake_data, 0, tmp_path / "straight")
+    # A run extended epoch by epoch, and a run killed while saving its third checkpoint.
+    for epochs in (1, 2, 3):
+        train(make_config(epochs=epochs), fake_data, 0, tmp_path / "extended", resume=True)
+    _assert_same_state(_weights(straight.out_dir), _weights(tmp_path / "extended"))
+    extended_rows = [json.loads(line) for line in (tmp_path / "extended" / "history.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in extended_rows] == [1, 2, 3]
+    assert [row["ce"] for row in extended_rows] == [row["ce"] for row in straight.history]
+
+
+def test_killed_run_resumes_exactly(fake_data, make_config, tmp_path, monkeypatch):
+    straight = train(make_config(epochs=3), fake_data, 0, tmp_path / "straight")
+    saves = []
+    real_save = train_loop.save_checkpoint
+
+    def save_then_die(path, **state):
+        real_save(path, **state)
+        saves.append(state["epoch"])
+        if state["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_loop, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(make_config(epochs=3), fake_data, 0, tmp_path / "killed")
+    monkeypatch.setattr(train_loop, "save_checkpoint", real_save)
+    assert not (tmp_path / "killed" / "model.pt").exists()
+    resumed = train(make_config(epochs=3), fake_data, 0, tmp_path / "killed", resume=True)
+    assert saves == [1, 2]
+    _assert_same_state(_weights(straight.out_dir), _weights(resumed.out_dir))
+    assert [row["ce"] for row in resumed.history] == [row["ce"] for row in straight.history]
+
+
+def test_existing_checkpoint_needs_resume_and_same_options(fake_data, make_config, tmp_path):
+    run = tmp_path / "run"
+    train(make_config(epochs=1), fake_data, 0, run)
+    with pytest.raises(ConfigError, match="--resume"):
+        train(make_config(epochs=1), fake_data, 0, run)
+    with pytest.raises(CheckpointError, match=r"different options \['lr'\]"):
+        train(make_config(epochs=2, lr=0.1), fake_data, 0, run, resume=True)
+
+
+def test_corrupt_checkpoint_is_a_checkpoint_error(fake_data, make_config, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"\x00half a file")
+    with pytest.raises(CheckpointError, match="checkpoint.pt: unreadable"):
+        train(make_config(), fake_data, 0, run, resume=True)
+
+
+def test_checkpoint_write_is_atomic(fake_data, make_config, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    train(make_config(epochs=1), fake_data, 0, run)
+    before = (run / "checkpoint.pt").read_bytes()
+
+    def failing_save(obj, handle):
+        handle.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        train(make_config(epochs=2), fake_data, 0, run, resume=True)
+    assert (run / "checkpoint.pt").read_bytes() == before
+    assert not [path.name for path in run.iterdir() if path.name.endswith(".tmp")]
+
+
+def test_non_finite_steps_are_skipped(fake_data, make_config, tmp_path):
+    config = make_config(epochs=1, model_cfg={"nan_loss_steps": [0], "nan_grad_steps": [1]})
+    with pytest.warns(UserWarning) as caught:
+        result = train(config, fake_data, 0, tmp_path / "run")
+    messages = [str(warning.message) for warning in caught]
+    assert any("step 0: non-finite loss" in message for message in messages)
+    assert any("step 1: non-finite gradient" in message for message in messages)
+    assert result.history[0]["skipped_steps"] == 2
+    assert all(torch.isfinite(tensor).all() for tensor in _weights(result.out_dir).values())
+
+
+def test_persistent_nan_stops_with_clear_error(fake_data, make_config, tmp_path):
+    config = make_config(epochs=3, max_bad_steps=3, model_cfg={"nan_loss_steps": list(range(2, 100))})
+    with pytest.warns(UserWarning), pytest.raises(CvferError, match="3 steps in a row had non-finite"):
+        train(config, fake_data, 0, tmp_path / "run")
+
+
+def test_data_order_depends_on_seed_and_epoch_only():
+    assert torch.equal(epoch_order(10, 0, 3), epoch_order(10, 0, 3))
+    assert not torch.equal(epoch_order(10, 0, 3), epoch_order(10, 0, 4))
+    assert sorted(epoch_order(10, 5, 1).tolist()) == list(range(10))
+    assert [len(batch) for batch in global_batches(torch.arange(10), 4, 1)] == [4, 4, 2]
+    assert [len(batch) for batch in global_batches(torch.arange(9), 4, 1)] == [4, 4]
+    assert [len(batch) for batch in global_batches(torch.arange(10), 4, 2)] == [4, 4]
+    assert [len(batch) for batch in global_batches(torch.arange(12), 4, 2)] == [4, 4, 4]
