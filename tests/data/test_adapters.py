@@ -137,7 +137,7 @@ def test_afew_official_train_val_split(tmp_path):
             write_clip(root / split / name / f"{seed + index:09d}.avi", seed=seed + index)
     (root / "Train" / "Sad").mkdir()  # empty class folder
     (root / "Train" / "Happy" / "notes.txt").write_text("not a clip")
-    prepare(root, "afew", tmp_path / "out")
+    prepare(root, "afew", tmp_path / "out", workers=2)
     manifest = read_manifest(tmp_path / "out")
     assert manifest.classes == ["anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral"]
     assert sorted(clip.label for clip in manifest.clips) == ["anger", "anger", "happiness", "happiness", "neutral", "neutral"]
@@ -239,6 +239,8 @@ def test_folder_with_subjects_csv_and_bad_options(tmp_path):
     assert "no row" in skipped_rows(tmp_path / "out")["Angry/s02_b.mkv"]
     with pytest.raises(ConfigError, match="named group `subject`"):
         prepare(tmp_path / "mine", "folder", tmp_path / "out2", subject_pattern=r"s\d+")
+    with pytest.raises(ConfigError, match="--detect-every"):
+        prepare(tmp_path / "mine", "folder", tmp_path / "out2", subjects_csv=table, detect_every=0)
     with pytest.raises(ConfigError, match="exactly one of"):
         prepare(tmp_path / "mine", "folder", tmp_path / "out2")
     with pytest.raises(ConfigError, match="between 2 and 3"):

@@ -11,10 +11,13 @@ import pytest
 from skimage import data
 from skimage.registration import phase_cross_correlation
 
+from cvfer.codec import read_compressed
 from cvfer.codec.writer import write_video
 from cvfer.data import faces
 from cvfer.data.datasets.common import SourceClip, Skipped
+from cvfer.data.datasets import prepare_dataset
 from cvfer.data.datasets.prepare import CropSettings, prepare_clip
+from cvfer.data.manifest import read_manifest
 
 ASTRONAUT = data.astronaut()
 FACE_CENTER = (222, 126)  # centre of the astronaut's face in the 512×512 image, by eye
@@ -113,6 +116,7 @@ def test_prepared_face_clip_is_mic_format(tmp_path):
         frames = list(container.decode(stream))
     assert [(f.width, f.height) for f in frames] == [(64, 64)] * NUM_FRAMES
     assert "".join(PictureType(f.pict_type).name for f in frames) == "I" + "P" * (NUM_FRAMES - 1)
+    assert read_compressed(tmp_path / "out" / record.path).frame_types == "I" + "P" * (NUM_FRAMES - 1)
     # The face fills the crop: its centre is skin-coloured, brighter than the grey background.
     iframe = frames[0].to_ndarray(format="rgb24")
     middle = iframe[24:40, 24:40].astype(float)
@@ -127,3 +131,21 @@ def test_clip_without_a_face_is_skipped_with_the_reason(tmp_path):
     result = prepare_clip(clip, tmp_path / "out", "folder", CropSettings(size=32))
     assert isinstance(result, Skipped) and "no face found" in result.reason and result.source == "empty.mp4"
     assert not (tmp_path / "out" / "clips" / "s1" / "empty.mp4").exists()
+
+
+def test_prepare_dataset_crops_faces_and_lists_faceless_clips(tmp_path):
+    root = tmp_path / "mine"
+    (root / "happy").mkdir(parents=True)
+    write_video(root / "happy" / "ann_1.mp4", moving_face_clip()[:4])
+    write_video(root / "happy" / "bob_1.mp4", moving_face_clip()[4:])
+    write_video(root / "happy" / "cy_1.mp4", [np.full((96, 128, 3), 90, np.uint8)] * 3)
+    report = prepare_dataset(root, "folder", tmp_path / "out", size=32, subject_pattern=r"^(?P<subject>[a-z]+)_", folds=2)
+    manifest = read_manifest(tmp_path / "out")
+    assert [(clip.path, clip.subject, clip.num_frames) for clip in manifest.clips] == [
+        ("clips/happy/ann_1.mp4", "ann", 4),
+        ("clips/happy/bob_1.mp4", "bob", 4),
+    ]
+    assert [(item.source, item.reason) for item in report.skipped] == [("happy/cy_1.mp4", "no face found in any checked frame")]
+    assert manifest.meta["crop"] == "face"
+    side = float(manifest.clips[0].extra["crop_box"].split()[2])
+    assert 130 < side < 200  # the padded face box of the 87-pixel face, not the whole 320-pixel frame

@@ -168,6 +168,8 @@ def prepare_dataset(
         raise ConfigError(f"unknown dataset {dataset!r}", None, f"choose one of {', '.join(SCANNERS)}")
     if size < 16 or size % 2:
         raise ConfigError(f"--size must be an even number of pixels ≥ 16, got {size}")
+    if detect_every < 1 or workers < 1:
+        raise ConfigError(f"--detect-every and --workers must be at least 1, got {detect_every} and {workers}")
     if dataset != "folder" and (subject_pattern is not None or subjects_csv is not None):
         raise ConfigError(f"--subject-pattern/--subjects apply to --dataset folder only; {dataset} names its subjects")
     out = Path(out)
