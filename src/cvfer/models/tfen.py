@@ -1,0 +1,304 @@
+"""TFEN, the Typical Facial Expression Network of Teng et al. (paper 003): a frozen facial feature
+extractor F and a trainable expression feature extractor E (conv1..conv3_x of SE-ResNet-18), a Decoupler
+(Eq. 1), a 3D network over the per-frame TFE features and an identity adversary A trained in
+alternation every S steps (Eq. 3-6, Algorithm 1). Choices the paper leaves open: docs/peers.md."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from cvfer.errors import CheckpointError, ConfigError
+from cvfer.models.backbones import frames_to_images, resnet18_3d_stage, resnet18_stage, resnet18_stem
+from cvfer.models.base import FERModel, FEROutput, TrainState
+from cvfer.models.registry import register_model
+
+TFE_CHANNELS = 128  # output of conv3_x: the 28×28×128 maps of Sec. 3.2-3.4 at input 224
+
+# The paper's training setup (Sec. 4.2-4.3) for the trainer: model cfg, optimiser and schedule.
+TFEN_PRESET: dict[str, Any] = {
+    "model": {"num_frames": 7, "input_size": 224, "alpha": 5.0, "adversary_every": 3},
+    "optimizer": "sgd",
+    "lr": 1e-3,
+    "momentum": 0.9,
+    "weight_decay": 0.008,
+    "batch_size": 32,
+    "epochs": 300,
+    "schedule": "step",
+    "step_epochs": 100,
+    "gamma": 0.1,
+    "train_sampling": "random frame per segment",
+    "test_sampling": "middle frame per segment",
+}
+
+Decoupling = Literal["decoupler", "concat", "none"]
+
+
+def _conv1x1_group() -> nn.Sequential:
+    """One Decoupler group: 1×1 convolutions with 128, 64 and 128 kernels (Sec. 3.4), BN between them."""
+    return nn.Sequential(
+        nn.Conv2d(TFE_CHANNELS, 128, 1),
+        nn.BatchNorm2d(128),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(128, 64, 1),
+        nn.BatchNorm2d(64),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(64, TFE_CHANNELS, 1),
+        nn.BatchNorm2d(TFE_CHANNELS),
+    )
+
+
+def feature_extractor() -> nn.Sequential:
+    """conv1 + conv2_x + conv3_x of SE-ResNet-18: the structure of both F and E (Table 1)."""
+    return nn.Sequential(resnet18_stem(), resnet18_stage(0, True), resnet18_stage(1, True))
+
+
+def se_resnet18_head() -> nn.Sequential:
+    """conv4_x + conv5_x of SE-ResNet-18 and global average pooling: (N, 128, h, w) -> (N, 512)."""
+    return nn.Sequential(
+        resnet18_stage(2, True), resnet18_stage(3, True), nn.AdaptiveAvgPool2d(1), nn.Flatten(1)
+    )
+
+
+class Decoupler(nn.Module):
+    """TFE = f_TFE(f_EXP(E) + f_FACE(F)), Eq. 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.f_face = _conv1x1_group()
+        self.f_exp = _conv1x1_group()
+        self.f_tfe = nn.Sequential(_conv1x1_group(), nn.ReLU(inplace=True))
+
+    def forward(self, expression: Tensor, face: Tensor) -> Tensor:
+        return self.f_tfe(self.f_exp(expression) + self.f_face(face))
+
+
+class ConcatFusion(nn.Module):
+    """TFEN-without-Decoupler (Fig. 5): concatenate E and F, then a 1×1 convolution + BN back to 128 maps."""
+
+    def __init__(self):
+        super().__init__()
+        self.fuse = nn.Sequential(nn.Conv2d(2 * TFE_CHANNELS, TFE_CHANNELS, 1), nn.BatchNorm2d(TFE_CHANNELS))
+
+    def forward(self, expression: Tensor, face: Tensor) -> Tensor:
+        return self.fuse(torch.cat([expression, face], dim=1))
+
+
+class TFENRecognizer(nn.Module):
+    """The test-time TFEN (F, E, Decoupler, 3D network, classifier): frames -> expression logits."""
+
+    def __init__(
+        self, num_classes: int, input_size: int | None, decoupling: Decoupling, temporal_3d: bool, dropout: float
+    ):
+        super().__init__()
+        self.input_size = input_size
+        self.temporal_3d = temporal_3d
+        self.expression_extractor = feature_extractor()
+        self.face_extractor: nn.Module | None = None
+        self.decoupler: nn.Module | None = None
+        if decoupling != "none":
+            self.face_extractor = feature_extractor().requires_grad_(False).eval()
+            self.decoupler = Decoupler() if decoupling == "decoupler" else ConcatFusion()
+        if temporal_3d:
+            # 3D network T: conv4_x + conv5_x of the 3D ResNet-18, then average pooling (2×7×7 at input 224).
+            self.temporal: nn.Module = nn.Sequential(
+                resnet18_3d_stage(2), resnet18_3d_stage(3), nn.AdaptiveAvgPool3d(1), nn.Flatten(1)
+            )
+        else:
+            # TFEN-without-3D-Network (Fig. 8): conv4_x + conv5_x of SE-ResNet-18 on each frame.
+            self.temporal = se_resnet18_head()
+        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(512, num_classes))
+
+    def train(self, mode: bool = True) -> TFENRecognizer:
+        """Switch modes, keeping the frozen F (and its BatchNorm statistics) in evaluation mode."""
+        super().train(mode)
+        if self.face_extractor is not None:
+            self.face_extractor.eval()
+        return self
+
+    def typical_features(self, frames: Tensor) -> Tensor:
+        """(B, T, 3, H, W) -> per-frame TFE maps (B·T, 128, h, w); E's features where nothing is decoupled."""
+        images = frames_to_images(frames, self.input_size)
+        expression = self.expression_extractor(images)
+        if self.face_extractor is None or self.decoupler is None:
+            return expression
+        with torch.no_grad():
+            face = self.face_extractor(images)
+        return self.decoupler(expression, face)
+
+    def classify(self, tfe: Tensor, num_frames: int) -> FEROutput:
+        """Logits and the 512-d expression feature from per-frame TFE maps of `num_frames`-frame clips."""
+        if self.temporal_3d:
+            volume = tfe.unflatten(0, (-1, num_frames)).transpose(1, 2)  # (B, 128, T, h, w)
+            features = self.temporal(volume)
+            return FEROutput(self.classifier(features), features)
+        frame_features = self.temporal(tfe).unflatten(0, (-1, num_frames))
+        frame_logits = self.classifier(frame_features)
+        # Fig. 8: the per-frame recognition results are averaged over the sequence.
+        return FEROutput(frame_logits.mean(dim=1), frame_features.mean(dim=1))
+
+    def forward(self, batch: dict[str, Tensor]) -> FEROutput:
+        frames = batch["frames"]
+        return self.classify(self.typical_features(frames), frames.shape[1])
+
+
+class TFEN(FERModel):
+    """TFEN and its ablations; groups: "main" (E, Decoupler, 3D network, classifier), "adversary" (A)."""
+
+    train_inputs = ("frames", "label", "subject")
+    test_inputs = ("frames",)
+
+    def __init__(
+        self,
+        num_classes: int = 7,
+        image_size: int = 64,
+        num_frames: int = 7,
+        input_size: int | None = None,
+        num_subjects: int = 128,
+        face_weights: str | Path | Mapping[str, Tensor] | None = None,
+        alpha: float = 5.0,
+        adversary_every: int = 3,
+        dropout: float = 0.2,
+        decoupling: Decoupling = "decoupler",
+        adversarial: bool = True,
+        temporal_3d: bool = True,
+    ):
+        super().__init__()
+        if adversarial and decoupling == "none":
+            raise ConfigError("TFEN's adversary needs decoupled features", fix="use decoupling='decoupler' or 'concat'")
+        if adversary_every < 2:
+            raise ConfigError(f"adversary_every={adversary_every}", fix="use S >= 2 so the recogniser also trains")
+        self.image_size = image_size
+        self.num_frames = num_frames
+        self.num_subjects = num_subjects
+        self.alpha = alpha
+        self.adversary_every = adversary_every
+        self.recognizer = TFENRecognizer(num_classes, input_size, decoupling, temporal_3d, dropout)
+        # Adversarial network A (Sec. 3.5): conv4_x + conv5_x of the face recogniser + identity classifier.
+        self.adversary: nn.Module | None = None
+        if adversarial:
+            self.adversary = nn.Sequential(se_resnet18_head(), nn.Dropout(dropout), nn.Linear(512, num_subjects))
+        if face_weights is not None:
+            self._load_face_recogniser(face_weights)
+
+    def _load_face_recogniser(self, face_weights: str | Path | Mapping[str, Tensor]) -> None:
+        """Initialise F (and A's conv4_x/conv5_x) from a `ResNet18(squeeze_excitation=True)` state dict."""
+        source = str(face_weights) if isinstance(face_weights, (str, Path)) else "face_weights"
+        state = _read_state_dict(face_weights)
+        prefix = next((key[: -len("stem.0.weight")] for key in state if key.endswith("stem.0.weight")), None)
+        if prefix is None:
+            raise CheckpointError(
+                "no 'stem.0.weight' key: not a cvfer SE-ResNet-18 state dict",
+                source,
+                "pass the state_dict of cvfer.models.backbones.ResNet18(squeeze_excitation=True)",
+            )
+        renamed = {"stem.": "0.", "stages.0.": "1.", "stages.1.": "2."}
+        face_state = {}
+        head_state = {}
+        for key, value in state.items():
+            if not key.startswith(prefix):
+                continue
+            key = key[len(prefix) :]
+            for old, new in renamed.items():
+                if key.startswith(old):
+                    face_state[new + key[len(old) :]] = value
+            for stage, position in (("stages.2.", "0."), ("stages.3.", "1.")):
+                if key.startswith(stage):
+                    head_state["0." + position + key[len(stage) :]] = value
+        face_extractor = self.recognizer.face_extractor
+        if face_extractor is None:
+            raise ConfigError("face_weights given to a TFEN variant without a facial feature extractor", fix="drop it")
+        try:
+            face_extractor.load_state_dict(face_state)
+            if self.adversary is not None and head_state:
+                self.adversary.load_state_dict(head_state, strict=False)
+        except RuntimeError as error:
+            first_line = str(error).splitlines()[0]
+            raise CheckpointError(
+                f"does not fit TFEN's face extractor: {first_line}",
+                source,
+                "pass weights of cvfer.models.backbones.ResNet18(squeeze_excitation=True)",
+            ) from None
+
+    def forward(self, batch: dict[str, Tensor]) -> FEROutput:
+        return self.recognizer(batch)
+
+    def inference_module(self) -> nn.Module:
+        return self.recognizer
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        groups = {"main": [p for p in self.recognizer.parameters() if p.requires_grad]}
+        if self.adversary is not None:
+            groups["adversary"] = list(self.adversary.parameters())
+        return groups
+
+    def training_losses(
+        self, batch: dict[str, Tensor], state: TrainState
+    ) -> tuple[dict[str, Tensor], dict[str, float]]:
+        """Algorithm 1: every S-th step trains A (Eq. 5); other steps train E, D, T (α·L_exp + Eq. 6)."""
+        frames = batch["frames"]
+        num_frames = frames.shape[1]
+        if self.adversary is None:
+            out = self.recognizer(batch)
+            ce = nn.functional.cross_entropy(out.logits, batch["label"])
+            return {"main": ce}, {"ce": float(ce.detach())}
+        subjects = batch["subject"]
+        if int(subjects.max()) >= self.num_subjects or int(subjects.min()) < 0:
+            raise ConfigError(
+                f"subject index {int(subjects.max())} outside the adversary's {self.num_subjects} identities",
+                fix="build TFEN with num_subjects = number of subjects in the dataset",
+            )
+        if state.step % self.adversary_every == 0:
+            with torch.no_grad():
+                tfe = self.recognizer.typical_features(frames)
+            one_hot = nn.functional.one_hot(subjects, self.num_subjects).to(tfe.dtype)
+            scores = identity_scores(self.adversary, tfe, num_frames)
+            face_mse = (scores - one_hot).square().sum(dim=1).mean()  # Eq. 5
+            return {"adversary": face_mse}, {"face_mse": float(face_mse.detach())}
+        tfe = self.recognizer.typical_features(frames)
+        out = self.recognizer.classify(tfe, num_frames)
+        ce = nn.functional.cross_entropy(out.logits, batch["label"])  # Eq. 4
+        scores = identity_scores(self.adversary, tfe, num_frames)
+        uniform_mse = (scores - 1.0 / self.num_subjects).square().sum(dim=1).mean()  # Eq. 6, sign folded into Eq. 3
+        loss = self.alpha * ce + uniform_mse  # Eq. 3 with Eq. 6: minimised by E, D, T
+        logs = {"ce": float(ce.detach()), "uniform_mse": float(uniform_mse.detach()), "loss": float(loss.detach())}
+        return {"main": loss}, logs
+
+
+def identity_scores(adversary: nn.Module, tfe: Tensor, num_frames: int) -> Tensor:
+    """G^face of Eq. 5: the adversary's softmax identity scores averaged over each clip's frames, (B, N)."""
+    return adversary(tfe).softmax(dim=1).unflatten(0, (-1, num_frames)).mean(dim=1)
+
+
+def _read_state_dict(face_weights: str | Path | Mapping[str, Tensor]) -> Mapping[str, Tensor]:
+    """A state dict given directly or saved with torch.save (optionally under a "state_dict" key)."""
+    if not isinstance(face_weights, (str, Path)):
+        return face_weights
+    path = Path(face_weights)
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError) as error:
+        raise CheckpointError(f"cannot read face recogniser weights ({error})", path, "check the path") from None
+    if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, Mapping):
+        raise CheckpointError("not a state dict", path, "save the recogniser with torch.save(model.state_dict())")
+    return loaded
+
+
+def _builder(**variant: Any) -> Any:
+    def build(num_classes: int = 7, image_size: int = 64, num_frames: int = 7, **cfg: Any) -> TFEN:
+        return TFEN(num_classes=num_classes, image_size=image_size, num_frames=num_frames, **variant, **cfg)
+
+    return build
+
+
+register_model("tfen")(_builder())
+register_model("tfen-no-decoupler")(_builder(decoupling="concat"))
+register_model("tfen-no-adversary")(_builder(adversarial=False))
+register_model("tfen-no-face-decoupling")(_builder(decoupling="none", adversarial=False))
+register_model("tfen-no-3d")(_builder(temporal_3d=False))
