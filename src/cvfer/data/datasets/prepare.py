@@ -87,6 +87,15 @@ def clip_path(key: str) -> str:
     return f"{CLIPS_FOLDER}/{key}.mp4"
 
 
+def _reason(error: Exception, clip: SourceClip) -> str:
+    """One-line reason for skipping `clip`, naming the frame file when one image of a sequence failed."""
+    if not isinstance(error, CvferError):
+        return f"{type(error).__name__}: {error}"
+    if error.path is not None and isinstance(clip.frames, tuple) and error.path in clip.frames:
+        return f"{error.path.name}: {error.problem}"
+    return error.problem
+
+
 def prepare_clip(clip: SourceClip, out: Path, protocol: str, settings: CropSettings) -> ClipRecord | Skipped:
     """Crop, resize and re-encode one clip into `out/clips/`; a `Skipped` with the reason if it cannot be."""
     relative_path = clip_path(clip.key)
@@ -97,8 +106,7 @@ def prepare_clip(clip: SourceClip, out: Path, protocol: str, settings: CropSetti
         cropped = faces.crop_frames(_counted(iter_frames(clip.frames), counter), box, settings.size)
         write_video(out / relative_path, cropped, fps=fps)
     except (CvferError, av.error.FFmpegError, OSError, ValueError) as error:
-        reason = error.problem if isinstance(error, CvferError) else f"{type(error).__name__}: {error}"
-        return Skipped(clip.source, reason)
+        return Skipped(clip.source, _reason(error, clip))
     num_frames = counter[0]
     if num_frames < MIN_FRAMES:
         (out / relative_path).unlink()
