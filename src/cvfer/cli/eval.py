@@ -1,0 +1,161 @@
+"""Evaluation verbs: `cv` (cross-validation, cross-dataset, sweeps), `bench`, `predict`, `report`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from cvfer.errors import ConfigError
+
+
+def _train_config(args: argparse.Namespace) -> Any:
+    """A `TrainConfig` from --preset / --config, then the explicit options, then each --set."""
+    from cvfer.train.config import TrainConfig, preset_config
+
+    if args.preset and args.config:
+        raise ConfigError("give --preset or --config, not both")
+    if args.config:
+        config = TrainConfig.from_json(Path(args.config).read_text(encoding="utf-8"), source=args.config)
+    elif args.preset:
+        config = preset_config(args.preset)
+    else:
+        config = TrainConfig()
+    explicit = {
+        "model": args.model,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "num_frames": args.num_frames,
+        "identity_encoder": args.identity_encoder,
+        "threads": args.threads,
+        "device": args.device,
+        "seed": args.seed,
+        "cache_dir": args.cache_dir,
+    }
+    changes = {key: value for key, value in explicit.items() if value is not None}
+    if changes:
+        config = config.replace(**changes)
+    for assignment in args.set:
+        config = config.with_setting(assignment)
+    return config
+
+
+def _run_cv(args: argparse.Namespace) -> int:
+    from cvfer.eval.protocol import run_cv, run_sweep, sweep_table
+
+    data = args.data or args.train_data
+    if data is None:
+        raise ConfigError("no training data", fix="give --data DIR (or --train-data A --test-data B)")
+    if args.data and args.train_data:
+        raise ConfigError("give --data or --train-data, not both")
+    config = _train_config(args)
+    options = {"num_folds": args.folds, "test_data": args.test_data, "seed": config.seed, "mine_steps": args.mine_steps}
+    if args.sweep:
+        rows = run_sweep(data, config, args.out, args.sweep, **options)
+        print(sweep_table(rows))
+        print(f"wrote {Path(args.out) / 'sweep.md'} and sweep.json")
+        return 0
+    result = run_cv(data, config, args.out, **options)
+    summary = result.summary()
+    for name in ("war", "uar", "macro_f1", "identity_probe_accuracy", "identity_probe_chance", "mutual_information"):
+        entry = summary[name]
+        if entry["folds"]:
+            print(f"{name:>24}: {entry['mean']:.4f} ± {entry['std']:.4f} ({entry['folds']} folds)")
+    print(f"wrote {Path(args.out) / 'metrics.json'} and confusion.png")
+    return 0
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from cvfer.eval.bench import benchmark, bench_table
+
+    batch_sizes = [int(value) for value in args.batch.split(",") if value.strip()]
+    models = [name.strip() for name in args.models.split(",") if name.strip()]
+    result = benchmark(
+        args.videos, models, threads=args.threads, batch_sizes=batch_sizes, repeats=args.repeats, decode_floor=True
+    )
+    print(bench_table(result))
+    if args.json:
+        from cvfer.io import atomic_write_json
+
+        atomic_write_json(args.json, result.as_dict())
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from cvfer.eval.predict import load_model, predict_paths
+
+    predictor = load_model(args.checkpoint)
+    predictions, failures = predict_paths(predictor, args.paths, cache_dir=args.cache_dir)
+    if args.json:
+        document = {
+            "checkpoint": str(args.checkpoint),
+            "predictions": [prediction.as_dict() for prediction in predictions],
+            "failures": [{"path": str(path), "error": reason} for path, reason in failures],
+        }
+        print(json.dumps(document, indent=2))
+    else:
+        for prediction in predictions:
+            print(f"{prediction.path}\t{prediction.label}\t{prediction.probabilities[prediction.label]:.3f}")
+        for path, reason in failures:
+            print(f"{path}\tFAILED\t{reason}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from cvfer.eval.report import write_report
+
+    print(f"wrote {write_report(args.run)}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `cv`, `bench`, `predict` and `report` verbs."""
+    cv = subparsers.add_parser("cv", help="subject-independent k-fold cross-validation (or cross-dataset, or a sweep)")
+    cv.add_argument("--data", help="prepared dataset folder (train and test on its folds)")
+    cv.add_argument("--train-data", help="cross-dataset: train on this dataset's folds ...")
+    cv.add_argument("--test-data", help="... and test on this one's folds, over the shared classes")
+    cv.add_argument("--out", required=True, help="run folder (re-running resumes it)")
+    cv.add_argument("--folds", type=int, help="run folds 0..N-1 (default: every fold in splits.json)")
+    cv.add_argument("--sweep", help="repeat for each value of one option, e.g. alpha=0,0.05,0.1,0.2,0.5")
+    cv.add_argument("--mine-steps", type=int, default=300, help="training steps of the post-hoc MI estimator")
+    train_options = cv.add_argument_group("training options (see cvfer.train.TrainConfig)")
+    train_options.add_argument("--preset", help="start from a preset: demo, ckplus, mmi, afew")
+    train_options.add_argument("--config", help="start from a TrainConfig JSON file")
+    train_options.add_argument("--model", help="registered model name")
+    train_options.add_argument("--epochs", type=int)
+    train_options.add_argument("--batch-size", type=int)
+    train_options.add_argument("--lr", type=float)
+    train_options.add_argument("--num-frames", type=int)
+    train_options.add_argument("--identity-encoder", help="synthetic, dlib or a path")
+    train_options.add_argument("--threads", type=int)
+    train_options.add_argument("--device", choices=("cpu", "cuda"))
+    train_options.add_argument("--seed", type=int)
+    train_options.add_argument("--cache-dir", help="decoded-input cache shared by runs")
+    train_options.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="any TrainConfig field, or model.KEY"
+    )
+    cv.set_defaults(func=_run_cv)
+
+    bench = subparsers.add_parser("bench", help="frames per second, parameters and GMACs of test-time models")
+    bench.add_argument("videos", nargs="+", help="clips to time (the same clips for every model)")
+    bench.add_argument("--models", required=True, help="comma-separated model.pt paths or registered names")
+    bench.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    bench.add_argument("--batch", default="1,8", help="comma-separated batch sizes (default 1,8)")
+    bench.add_argument("--repeats", type=int, default=3, help="timed passes over the clips (default 3)")
+    bench.add_argument("--json", help="also write the results to this JSON file")
+    bench.set_defaults(func=_run_bench)
+
+    predict = subparsers.add_parser("predict", help="expression of videos (any format PyAV reads) or image folders")
+    predict.add_argument("checkpoint", help="a model.pt written by training")
+    predict.add_argument("paths", nargs="+", help="video files or folders (of images, or of videos)")
+    predict.add_argument("--json", action="store_true", help="print all class probabilities and timings as JSON")
+    predict.add_argument("--cache-dir", help="keep re-encoded clips here (default: a temporary folder)")
+    predict.set_defaults(func=_run_predict)
+
+    report = subparsers.add_parser("report", help="write RUN/report.md with tables and figures")
+    report.add_argument("run", help="a run folder written by `cvfer cv`")
+    report.set_defaults(func=_run_report)

@@ -1,0 +1,208 @@
+"""`cvfer bench`: test-time speed as the MIC paper measures it (§4.1), plus parameters and GMACs.
+
+fps = video frames / (pre-processing + forward pass), averaged over a set of clips: pre-processing is
+what `cvfer predict` does to a file (read it, extract the I frame / motion vectors / residuals or decode
+the frames, crop the face when the checkpoint says so), forward is the test-time module. Every model is
+timed on the same clips in the same process with the same number of threads, so ratios are meaningful.
+The bare decode (every frame to RGB with PyAV, nothing else) is timed too, as the floor no decoded-domain
+model can beat.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from cvfer.errors import CompressedVideoError
+
+DEFAULT_NUM_CLASSES = 7
+DEFAULT_NUM_FRAMES = 8
+
+
+@dataclass
+class ModelTiming:
+    """Speed and size of one test-time model on the benchmark clips."""
+
+    name: str
+    inputs: tuple[str, ...]
+    parameters: int
+    gmacs_per_clip: float
+    preprocess_ms_per_clip: float
+    forward_ms_per_clip: dict[int, float]  # batch size -> forward time per clip
+    fps: dict[int, float]  # batch size -> video frames per second, pre-processing included
+
+
+@dataclass
+class BenchResult:
+    """A benchmark run: the clips, the settings and one `ModelTiming` per model."""
+
+    clips: list[str]
+    frames_per_clip: float
+    threads: int
+    batch_sizes: list[int]
+    repeats: int
+    decode_fps: float | None
+    models: list[ModelTiming] = field(default_factory=list)
+    machine: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON."""
+        return dataclasses.asdict(self)
+
+
+def decode_all_frames(path: str | Path) -> int:
+    """Decode every frame to RGB with PyAV and nothing else (the decode floor); returns the frame count."""
+    decoded = 0
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "NONE"
+        for frame in container.decode(stream):
+            frame.to_ndarray(format="rgb24")
+            decoded += 1
+    return decoded
+
+
+def time_decode(clips: Sequence[Path], repeats: int) -> float:
+    """Frames per second of bare decoding over `clips` (mean over `repeats` passes after one warm-up)."""
+    for clip in clips:
+        decode_all_frames(clip)
+    frames = 0
+    start = time.perf_counter()
+    for _ in range(repeats):
+        for clip in clips:
+            frames += decode_all_frames(clip)
+    return frames / (time.perf_counter() - start)
+
+
+def gmacs_per_clip(module: torch.nn.Module, batch: dict[str, torch.Tensor]) -> float:
+    """Multiply-accumulates of one forward pass on a batch of one clip, in GMACs (= FLOPs / 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        module(batch)
+    return counter.get_total_flops() / 2 / 1e9
+
+
+def _stack(items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {key: torch.stack([item[key] for item in items]) for key in items[0]}
+
+
+def time_model(
+    predictor: Any, clips: Sequence[Path], frames: Sequence[int], batch_sizes: Sequence[int], repeats: int
+) -> ModelTiming:
+    """Time pre-processing and forward of `predictor` (a `cvfer.eval.predict.Predictor`) over `clips`."""
+    module = predictor.module
+    prepared = [predictor.prepare(clip) for clip in clips]  # warm-up, and the inputs for FLOP counting
+    with torch.inference_mode():
+        module(_stack(prepared[:1]))
+    preprocess_seconds = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for clip in clips:
+            predictor.prepare(clip)
+        preprocess_seconds += time.perf_counter() - start
+    preprocess_per_clip = preprocess_seconds / (repeats * len(clips))
+    forward_per_clip: dict[int, float] = {}
+    fps: dict[int, float] = {}
+    total_frames = float(sum(frames))
+    for batch_size in batch_sizes:
+        batches = [_stack(prepared[i : i + batch_size]) for i in range(0, len(prepared), batch_size)]
+        with torch.inference_mode():
+            module(batches[0])
+            start = time.perf_counter()
+            for _ in range(repeats):
+                for batch in batches:
+                    module(batch)
+            forward_seconds = (time.perf_counter() - start) / repeats
+        forward_per_clip[batch_size] = 1000 * forward_seconds / len(clips)
+        fps[batch_size] = total_frames / (preprocess_per_clip * len(clips) + forward_seconds)
+    return ModelTiming(
+        name=predictor.name,
+        inputs=tuple(predictor.inputs),
+        parameters=sum(parameter.numel() for parameter in module.parameters()),
+        gmacs_per_clip=gmacs_per_clip(module, _stack(prepared[:1])),
+        preprocess_ms_per_clip=1000 * preprocess_per_clip,
+        forward_ms_per_clip=forward_per_clip,
+        fps=fps,
+    )
+
+
+def _machine() -> dict[str, str]:
+    import platform
+
+    return {
+        "processor": platform.processor() or platform.machine(),
+        "system": platform.platform(),
+        "torch": torch.__version__,
+        "av": av.__version__,
+    }
+
+
+def benchmark(
+    videos: Sequence[str | Path],
+    models: Sequence[str],
+    *,
+    threads: int = 1,
+    batch_sizes: Sequence[int] = (1, 8),
+    repeats: int = 3,
+    decode_floor: bool = True,
+) -> BenchResult:
+    """Time every model (a model.pt path or a registered name, random weights) on the same `videos`."""
+    from cvfer.eval.predict import count_frames, load_model, predictor_for_name
+
+    if not videos:
+        raise CompressedVideoError("no clips given", fix="pass at least one video file")
+    if any(size < 1 for size in batch_sizes) or repeats < 1 or threads < 1:
+        raise ValueError("batch sizes, repeats and threads must be >= 1")
+    torch.set_num_threads(threads)
+    clips = [Path(video) for video in videos]
+    frames = [count_frames(clip) for clip in clips]
+    result = BenchResult(
+        clips=[str(clip) for clip in clips],
+        frames_per_clip=float(np.mean(frames)),
+        threads=threads,
+        batch_sizes=list(batch_sizes),
+        repeats=repeats,
+        decode_fps=time_decode(clips, repeats) if decode_floor else None,
+        machine=_machine(),
+    )
+    for model in tqdm(models, desc="models", unit="model"):
+        if Path(model).is_file():
+            predictor = load_model(model)
+        else:
+            predictor = predictor_for_name(model, clips[0], num_classes=DEFAULT_NUM_CLASSES, num_frames=DEFAULT_NUM_FRAMES)
+        result.models.append(time_model(predictor, clips, frames, batch_sizes, repeats))
+    return result
+
+
+def bench_table(result: BenchResult) -> str:
+    """Markdown table: fps per batch size, ms per clip, parameters, GMACs; decode floor last."""
+    batch_columns = " | ".join(f"fps (batch {size})" for size in result.batch_sizes)
+    lines = [
+        f"{len(result.clips)} clips, {result.frames_per_clip:.0f} frames each on average, {result.threads} thread(s), "
+        f"mean of {result.repeats} passes",
+        "",
+        f"| model | inputs | {batch_columns} | pre-process ms/clip | forward ms/clip (batch 1) | params (M) | GMACs/clip |",
+        "|---|---|" + "---|" * len(result.batch_sizes) + "---|---|---|---|",
+    ]
+    for timing in result.models:
+        fps_cells = " | ".join(f"{timing.fps[size]:.1f}" for size in result.batch_sizes)
+        first = result.batch_sizes[0]
+        lines.append(
+            f"| {timing.name} | {', '.join(timing.inputs)} | {fps_cells} | {timing.preprocess_ms_per_clip:.1f} | "
+            f"{timing.forward_ms_per_clip[first]:.1f} | {timing.parameters / 1e6:.2f} | {timing.gmacs_per_clip:.3f} |"
+        )
+    if result.decode_fps is not None:
+        decode_cells = " | ".join(f"{result.decode_fps:.1f}" for _ in result.batch_sizes)
+        lines.append(f"| bare decode (PyAV, every frame to RGB) | – | {decode_cells} | – | – | – | – |")
+    return "\n".join(lines)

@@ -1,0 +1,247 @@
+"""`load_model(model.pt) -> Predictor`: expressions of videos of any format PyAV reads, or image folders.
+
+A file that is not already an MPEG-4 Part 2 clip of the checkpoint's frame size (or any input when the
+checkpoint was trained on face crops) is first turned into one: its frames are cropped (to the tracked
+face, or the largest centred square) to `image_size` and encoded in the MIC format, in a temporary folder
+or a cache folder. The clip is then read by the same `ClipDataset` code that fed training, so the
+inputs are exactly what the model was trained on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import torch
+
+from cvfer.data.manifest import ClipRecord, Manifest
+from cvfer.errors import CheckpointError, CompressedVideoError, CvferError
+
+CHECKPOINT_KEYS = ("name", "cfg", "classes", "state_dict", "data")
+TARGET_KEYS = ("label", "subject")
+
+
+@dataclass
+class Prediction:
+    """The expression of one video, with every class probability and where the time went (seconds)."""
+
+    path: Path
+    label: str
+    probabilities: dict[str, float]
+    timing: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON."""
+        return {"path": str(self.path), "label": self.label, "probabilities": self.probabilities, "timing": self.timing}
+
+
+def count_frames(path: str | Path) -> int:
+    """Frames of the first video stream, counted by demuxing (no decoding)."""
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            return sum(1 for packet in container.demux(stream) if packet.size > 0)
+    except (av.error.FFmpegError, IndexError, UnicodeDecodeError) as error:
+        raise CompressedVideoError(f"cannot read as a video ({error})", path, "check the file plays, e.g. with ffprobe") from None
+
+
+def _stream_summary(path: Path) -> tuple[str, int, int]:
+    """(codec name, height, width) from the container header, without decoding."""
+    try:
+        with av.open(str(path)) as container:
+            context = container.streams.video[0].codec_context
+            return context.name, context.height, context.width
+    except (av.error.FFmpegError, IndexError, UnicodeDecodeError) as error:
+        raise CompressedVideoError(f"cannot read as a video ({error})", path, "check the file plays, e.g. with ffprobe") from None
+
+
+def _image_files(folder: Path) -> tuple[Path, ...]:
+    from cvfer.data.datasets.common import image_files
+
+    return image_files(folder)
+
+
+def encode_clip(source: Path, work_dir: Path, size: int, face_crop: bool) -> ClipRecord:
+    """Crop `source` (video or image folder) to the face or its centred square, resize to `size` and write it
+    in the MIC format as `work_dir/clips/<name>.mp4`, exactly as `cvfer prepare` prepares a dataset's clips."""
+    from cvfer.data.datasets.common import SourceClip
+    from cvfer.data.datasets.prepare import CropSettings, Skipped, prepare_clip
+
+    frames: Path | tuple[Path, ...] = _image_files(source) if source.is_dir() else source
+    if source.is_dir() and not frames:
+        raise CompressedVideoError("folder holds no images", source, "pass a video or a folder of PNG/JPEG frames")
+    clip = SourceClip(key="clip", frames=frames, subject="unknown", label="unknown", apex="last", source=str(source))
+    outcome = prepare_clip(clip, work_dir, "predict", CropSettings(size=size, crop_faces=face_crop))
+    if isinstance(outcome, Skipped):
+        raise CompressedVideoError(outcome.reason, source, "pass a readable video (or image folder) showing a face")
+    return outcome
+
+
+class Predictor:
+    """A test-time model with the preprocessing its checkpoint asks for."""
+
+    def __init__(self, module: torch.nn.Module, name: str, classes: Sequence[str], data: dict[str, Any]):
+        self.module = module.eval()
+        self.name = name
+        self.classes = list(classes)
+        self.image_size = int(data["image_size"])
+        self.num_frames = int(data["num_frames"])
+        self.inputs = tuple(key for key in data["inputs"] if key not in TARGET_KEYS)
+        self.face_crop = bool(data.get("face_crop", False))
+        self.data = dict(data)
+
+    def _needs_encoding(self, path: Path) -> bool:
+        if path.is_dir() or self.face_crop:
+            return True
+        codec_name, height, width = _stream_summary(path)
+        return codec_name != "mpeg4" or (height, width) != (self.image_size, self.image_size)
+
+    def _encoded(self, path: Path, work_dir: Path, cache_dir: Path | None) -> tuple[Path, ClipRecord]:
+        """(folder, record) of the MIC-format clip made from `path`, in `cache_dir` when given."""
+        if cache_dir is None:
+            return work_dir, encode_clip(path, work_dir, self.image_size, self.face_crop)
+        digest = hashlib.sha256(f"{self.image_size}:{self.face_crop}".encode())
+        for file in _image_files(path) if path.is_dir() else (path,):
+            digest.update(file.read_bytes())
+        cached = cache_dir / digest.hexdigest()[:32]
+        if (cached / "clips" / "clip.mp4").is_file():
+            return cached, self._record(cached / "clips" / "clip.mp4", "clips/clip.mp4")
+        return cached, encode_clip(path, cached, self.image_size, self.face_crop)
+
+    def _record(self, clip: Path, relative_path: str) -> ClipRecord:
+        num_frames = count_frames(clip) if "frames" in self.inputs else 0  # only decoded frames are sampled by count
+        return ClipRecord(relative_path, "unknown", "unknown", 0, num_frames, "predict")
+
+    def _load(self, root: Path, record: ClipRecord) -> dict[str, torch.Tensor]:
+        """The clip's model inputs (no batch dimension), read by the training data code."""
+        from cvfer.data.dataset import ClipDataset
+
+        record = ClipRecord(record.path, record.subject, self.classes[0], 0, record.num_frames, record.protocol)
+        manifest = Manifest(root=root, clips=[record], classes=self.classes)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dataset = ClipDataset(manifest, [record.path], self.inputs, self.num_frames, progress=False)
+        batch = dataset.batch([0], keys=self.inputs)
+        return {key: batch[key][0] for key in self.inputs}
+
+    def prepare(self, path: str | Path, cache_dir: str | Path | None = None) -> dict[str, torch.Tensor]:
+        """Model inputs of one video or image folder: re-encode / crop if needed, then extract."""
+        path = Path(path)
+        if not path.exists():
+            raise CompressedVideoError("file not found", path, "check the path")
+        cache = None if cache_dir is None else Path(cache_dir)
+        if not self._needs_encoding(path):
+            try:
+                return self._load(path.parent, self._record(path, path.name))
+            except CvferError:
+                pass  # e.g. B frames or several I frames: re-encode below
+        with tempfile.TemporaryDirectory(prefix="cvfer-predict-") as work_dir:
+            root, record = self._encoded(path, Path(work_dir), cache)
+            return self._load(root, record)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Class probabilities (B, C) of a batch of inputs."""
+        with torch.inference_mode():
+            output = self.module(batch)
+        logits = output.logits if hasattr(output, "logits") else output
+        return torch.softmax(logits.float(), dim=1)
+
+    def predict(self, path: str | Path, cache_dir: str | Path | None = None) -> Prediction:
+        """Expression of one video (or image folder) with all class probabilities and timings."""
+        start = time.perf_counter()
+        item = self.prepare(path, cache_dir)
+        prepared = time.perf_counter()
+        probabilities = self.forward({key: value[None] for key, value in item.items()})[0].numpy()
+        done = time.perf_counter()
+        return Prediction(
+            path=Path(path),
+            label=self.classes[int(np.argmax(probabilities))],
+            probabilities={name: float(value) for name, value in zip(self.classes, probabilities)},
+            timing={"prepare_s": prepared - start, "forward_s": done - prepared, "total_s": done - start},
+        )
+
+    def predict_clips(
+        self, manifest: Any, clip_paths: Sequence[str], batch_size: int = 16
+    ) -> tuple[list[str], np.ndarray]:
+        """(clip paths kept, probabilities N×C) for clips of a prepared dataset (unreadable clips are skipped)."""
+        from cvfer.data.dataset import ClipDataset
+
+        dataset = ClipDataset(manifest, clip_paths, self.inputs, self.num_frames)
+        probabilities = []
+        for start in range(0, len(dataset), batch_size):
+            indices = list(range(start, min(start + batch_size, len(dataset))))
+            probabilities.append(self.forward(dataset.batch(indices, keys=self.inputs)).numpy())
+        return dataset.paths, np.concatenate(probabilities)
+
+
+def load_model(path: str | Path) -> Predictor:
+    """Load an inference checkpoint (`model.pt` written by training) as a `Predictor`."""
+    from cvfer.models import create_model
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError("checkpoint not found", path, "give the model.pt of a training run")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a corrupt or foreign file
+        raise CheckpointError(f"cannot load ({type(error).__name__})", path, "give the model.pt of a training run") from None
+    missing = [key for key in CHECKPOINT_KEYS if not isinstance(checkpoint, dict) or key not in checkpoint]
+    if missing:
+        raise CheckpointError(f"not an inference checkpoint (missing {missing})", path, "give model.pt, not checkpoint.pt")
+    model = create_model(checkpoint["name"], **checkpoint["cfg"])
+    module = model.inference_module()
+    try:
+        module.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as error:
+        first_line = str(error).splitlines()[0]
+        raise CheckpointError(f"weights do not fit model {checkpoint['name']!r} ({first_line})", path) from None
+    data = {"face_crop": False, **checkpoint["data"], "inputs": model.test_inputs}
+    return Predictor(module, checkpoint["name"], checkpoint["classes"], data)
+
+
+def predictor_for_name(name: str, clip: str | Path, *, num_classes: int = 7, num_frames: int = 8) -> Predictor:
+    """A registered model with random weights, sized for `clip` (for speed measurements)."""
+    from cvfer.models import create_model
+
+    _, height, width = _stream_summary(Path(clip))
+    if height != width:
+        raise CompressedVideoError(f"is {height}×{width}; benchmark clips must be square", clip, "re-encode it square")
+    model = create_model(name, num_classes=num_classes, image_size=height, num_frames=num_frames)
+    data = {"image_size": height, "num_frames": num_frames, "inputs": model.test_inputs, "face_crop": False}
+    return Predictor(model.inference_module(), name, [f"class_{index}" for index in range(num_classes)], data)
+
+
+def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
+    """Videos to predict: files as given; a folder of images is one clip, other folders give their files."""
+    expanded: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir() and not _image_files(path):
+            expanded.extend(sorted(child for child in path.iterdir() if child.is_file() and not child.name.startswith(".")))
+        else:
+            expanded.append(path)
+    return expanded
+
+
+def predict_paths(
+    predictor: Predictor, paths: Sequence[str | Path], cache_dir: str | Path | None = None
+) -> tuple[list[Prediction], list[tuple[Path, str]]]:
+    """Predict every video; a file that fails is listed with its reason and the rest still run."""
+    from tqdm import tqdm
+
+    predictions: list[Prediction] = []
+    failures: list[tuple[Path, str]] = []
+    items = expand_paths(paths)
+    for path in tqdm(items, desc="predict", unit="clip", disable=len(items) < 2):
+        try:
+            predictions.append(predictor.predict(path, cache_dir))
+        except CvferError as error:
+            failures.append((path, error.problem + (f" ({error.fix})" if error.fix else "")))
+    return predictions, failures

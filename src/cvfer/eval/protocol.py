@@ -1,0 +1,373 @@
+"""Subject-independent k-fold cross-validation, cross-dataset testing and hyper-parameter sweeps.
+
+`run_cv` trains every fold with `cvfer.train.train` into `RUN/fold_XX/` (a finished fold is skipped, a
+partial one resumes from its checkpoint), scores it, probes its features for identity, and writes
+`RUN/metrics.json` (per fold and mean ± std) and `RUN/confusion.png` (summed over folds).
+With `test_data`, each fold's model is tested on the other dataset's fold over the shared classes
+(MIC Tables 5–8). `run_sweep` repeats `run_cv` for each value of one training option (Tables 10–11).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from cvfer.errors import ConfigError, CvferError, DatasetError
+from cvfer.eval.metrics import classification_summary, mean_std
+from cvfer.eval.probes import ProbeResult, identity_probe, linear_probe, mutual_information_estimate
+from cvfer.io import atomic_write_json, atomic_write_text
+
+FOLD_METRICS = "fold_metrics.json"
+
+
+@dataclass
+class FoldFeatures:
+    """What `features.npz` holds: z_E (and z_I when the model uses it) of a fold's train and test clips."""
+
+    expression: np.ndarray  # z_E, (N, D)
+    identity: np.ndarray | None  # z_I, (N, D_I)
+    labels: np.ndarray  # (N,) int class index
+    subjects: np.ndarray  # (N,) subject id as str
+    is_test: np.ndarray  # (N,) bool
+
+
+@dataclass
+class FoldResult:
+    """Scores of one fold."""
+
+    fold: int
+    war: float
+    uar: float
+    macro_f1: float
+    per_class_recall: list[float | None]
+    confusion: list[list[int]]
+    num_samples: int
+    identity_probe: ProbeResult | None = None
+    expression_from_identity: ProbeResult | None = None
+    mutual_information: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FoldResult:
+        """Inverse of `as_dict`."""
+        probes = {
+            name: None if data.get(name) is None else ProbeResult(**data[name])
+            for name in ("identity_probe", "expression_from_identity")
+        }
+        plain = {key: value for key, value in data.items() if key not in probes}
+        return cls(**plain, **probes)
+
+
+@dataclass
+class CVResult:
+    """All folds of a run and their summary, as written to `metrics.json`."""
+
+    model: str
+    train_data: str
+    test_data: str
+    classes: list[str]
+    folds: list[FoldResult] = field(default_factory=list)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Mean ± std over folds of every scalar score."""
+        columns: dict[str, list[float]] = {
+            "war": [fold.war for fold in self.folds],
+            "uar": [fold.uar for fold in self.folds],
+            "macro_f1": [fold.macro_f1 for fold in self.folds],
+            "identity_probe_accuracy": [_probe_value(fold.identity_probe, "accuracy") for fold in self.folds],
+            "identity_probe_chance": [_probe_value(fold.identity_probe, "chance") for fold in self.folds],
+            "expression_from_identity_accuracy": [
+                _probe_value(fold.expression_from_identity, "accuracy") for fold in self.folds
+            ],
+            "expression_from_identity_chance": [
+                _probe_value(fold.expression_from_identity, "chance") for fold in self.folds
+            ],
+            "mutual_information": [
+                math.nan if fold.mutual_information is None else fold.mutual_information for fold in self.folds
+            ],
+        }
+        summary = {}
+        for name, values in columns.items():
+            mean, std = mean_std(values)
+            summary[name] = {"mean": mean, "std": std, "folds": int(np.sum(~np.isnan(values)))}
+        return summary
+
+    def summed_confusion(self) -> np.ndarray:
+        """Confusion matrix summed over folds."""
+        return np.sum([np.asarray(fold.confusion) for fold in self.folds], axis=0)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The `metrics.json` document."""
+        confusion = self.summed_confusion()
+        recall = _recall_from_confusion(confusion)
+        return {
+            "model": self.model,
+            "train_data": self.train_data,
+            "test_data": self.test_data,
+            "classes": self.classes,
+            "folds": [fold.as_dict() for fold in self.folds],
+            "summary": self.summary(),
+            "confusion": confusion.tolist(),
+            "per_class_recall": recall,
+        }
+
+
+def _probe_value(probe: ProbeResult | None, name: str) -> float:
+    return math.nan if probe is None else float(getattr(probe, name))
+
+
+def _recall_from_confusion(confusion: np.ndarray) -> list[float | None]:
+    support = confusion.sum(axis=1)
+    return [None if count == 0 else float(confusion[index, index] / count) for index, count in enumerate(support)]
+
+
+def read_features(path: str | Path) -> FoldFeatures:
+    """Load a fold's `features.npz` (keys `{train,test}_{features,labels,subjects}`, optional `_identity`)."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            parts = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError) as error:
+        raise CvferError(f"cannot read features ({error})", path, "re-run the fold to rewrite it") from None
+    needed = [f"{split}_{kind}" for split in ("train", "test") for kind in ("features", "labels", "subjects")]
+    missing = [key for key in needed if key not in parts]
+    if missing:
+        raise CvferError(f"missing arrays {missing}", path, "re-run the fold with this version of cvfer")
+    has_identity = "train_identity" in parts and "test_identity" in parts
+    return FoldFeatures(
+        expression=np.concatenate([parts["train_features"], parts["test_features"]]).astype(np.float32),
+        identity=np.concatenate([parts["train_identity"], parts["test_identity"]]).astype(np.float32)
+        if has_identity
+        else None,
+        labels=np.concatenate([parts["train_labels"], parts["test_labels"]]).astype(np.int64),
+        subjects=np.concatenate([parts["train_subjects"], parts["test_subjects"]]).astype(str),
+        is_test=np.concatenate([np.zeros(len(parts["train_labels"]), bool), np.ones(len(parts["test_labels"]), bool)]),
+    )
+
+
+def read_predictions(path: str | Path, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, predictions) as class indices from a fold's `predictions.csv` (names or indices)."""
+    path = Path(path)
+
+    def index_of(value: str, line: int) -> int:
+        if value in classes:
+            return classes.index(value)
+        try:
+            index = int(value)
+        except ValueError:
+            raise CvferError(f"line {line}: unknown class {value!r}", path) from None
+        if not 0 <= index < len(classes):
+            raise CvferError(f"line {line}: class index {index} out of range", path)
+        return index
+
+    labels, predictions = [], []
+    with path.open(newline="", encoding="utf-8") as handle:
+        for line, row in enumerate(csv.DictReader(handle), start=2):
+            labels.append(index_of(row["label"], line))
+            predictions.append(index_of(row["pred"], line))
+    if not labels:
+        raise CvferError("has no predictions", path, "re-run the fold")
+    return np.asarray(labels), np.asarray(predictions)
+
+
+def probe_fold(features: FoldFeatures, seed: int = 0, mine_steps: int = 300) -> dict[str, Any]:
+    """Identity probe on z_E, expression probe on z_I (train → test clips) and MI(z_E; z_I)."""
+    probes: dict[str, Any] = {"identity_probe": None, "expression_from_identity": None, "mutual_information": None}
+    try:
+        probes["identity_probe"] = identity_probe(features.expression, features.subjects, seed=seed)
+    except ValueError:
+        probes["identity_probe"] = None  # no subject with two clips: identity cannot be probed
+    if features.identity is not None:
+        train, test = ~features.is_test, features.is_test
+        if train.any() and test.any():
+            probes["expression_from_identity"] = linear_probe(
+                features.identity[train], features.labels[train], features.identity[test], features.labels[test], seed=seed
+            )
+        probes["mutual_information"] = mutual_information_estimate(
+            features.expression, features.identity, steps=mine_steps, seed=seed
+        )
+    return probes
+
+
+def score_fold(fold: int, labels: np.ndarray, predictions: np.ndarray, classes: list[str], probes: dict[str, Any]) -> FoldResult:
+    """A `FoldResult` from a fold's predictions and probe results."""
+    summary = classification_summary(labels, predictions, len(classes))
+    return FoldResult(fold=fold, **summary, **probes)
+
+
+def shared_classes(train_classes: list[str], test_classes: list[str]) -> list[str]:
+    """Classes both datasets label, in the training dataset's order."""
+    shared = [name for name in train_classes if name in test_classes]
+    if not shared:
+        raise DatasetError(f"no class in common between {train_classes} and {test_classes}")
+    return shared
+
+
+def _fold_is_trained(fold_dir: Path) -> bool:
+    return all((fold_dir / name).is_file() for name in ("model.pt", "predictions.csv", "features.npz"))
+
+
+def _cross_dataset_predictions(
+    fold_dir: Path, test_data: Path, fold: int, classes: list[str], batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Test a fold's model on the other dataset's test clips of the same fold, over `classes`."""
+    from cvfer.data.manifest import read_manifest
+    from cvfer.data.splits import read_splits
+    from cvfer.eval.predict import load_model
+
+    predictor = load_model(fold_dir / "model.pt")
+    manifest = read_manifest(test_data)
+    splits = read_splits(test_data)
+    if fold >= len(splits.folds):
+        raise DatasetError(f"has {len(splits.folds)} folds, fold {fold} asked for", test_data / "splits.json")
+    wanted = set(splits.folds[fold].test)
+    clips = [clip for clip in manifest.clips if clip.path in wanted and clip.label in classes]
+    if not clips:
+        raise DatasetError(f"fold {fold} has no test clip of the shared classes {classes}", test_data)
+    kept, probabilities = predictor.predict_clips(manifest, [clip.path for clip in clips], batch_size=batch_size)
+    shared_columns = [predictor.classes.index(name) for name in classes]
+    predictions = np.argmax(probabilities[:, shared_columns], axis=1)
+    label_of = {clip.path: clip.label for clip in clips}
+    labels = np.asarray([classes.index(label_of[path]) for path in kept])
+    return labels, predictions
+
+
+def run_cv(
+    data_dir: str | Path,
+    config: Any,
+    out_dir: str | Path,
+    *,
+    num_folds: int | None = None,
+    test_data: str | Path | None = None,
+    seed: int = 0,
+    mine_steps: int = 300,
+    batch_size: int = 16,
+) -> CVResult:
+    """Train and test folds 0..num_folds-1 (all by default) of `data_dir` with `config` (a `TrainConfig`)."""
+    from cvfer.data.manifest import read_manifest
+    from cvfer.data.splits import read_splits
+    from cvfer.train import train
+
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    manifest = read_manifest(data_dir)
+    available = len(read_splits(data_dir).folds)
+    num_folds = available if num_folds is None else num_folds
+    if not 1 <= num_folds <= available:
+        raise ConfigError(
+            f"{num_folds} folds asked for, splits.json has {available}",
+            data_dir / "splits.json",
+            f"use --folds 1..{available} or re-split the dataset",
+        )
+    classes = list(manifest.classes)
+    if test_data is not None:
+        classes = shared_classes(classes, read_manifest(test_data).classes)
+    result = CVResult(
+        model=str(getattr(config, "model", "?")),
+        train_data=str(data_dir),
+        test_data=str(test_data if test_data is not None else data_dir),
+        classes=classes,
+    )
+    atomic_write_json(
+        out_dir / "cv.json",
+        {
+            "train_data": str(data_dir),
+            "test_data": None if test_data is None else str(test_data),
+            "folds": num_folds,
+            "seed": seed,
+            "train_config": dataclasses.asdict(config) if dataclasses.is_dataclass(config) else repr(config),
+        },
+    )
+    for fold in tqdm(range(num_folds), desc="folds", unit="fold"):
+        fold_dir = out_dir / f"fold_{fold:02d}"
+        metrics_path = fold_dir / FOLD_METRICS
+        if metrics_path.is_file() and _fold_is_trained(fold_dir):
+            result.folds.append(FoldResult.from_dict(json.loads(metrics_path.read_text(encoding="utf-8"))))
+            continue
+        if not _fold_is_trained(fold_dir):
+            train(config, data_dir, fold, fold_dir, resume=(fold_dir / "checkpoint.pt").is_file())
+        if test_data is None:
+            labels, predictions = read_predictions(fold_dir / "predictions.csv", classes)
+        else:
+            labels, predictions = _cross_dataset_predictions(fold_dir, Path(test_data), fold, classes, batch_size)
+        probes = probe_fold(read_features(fold_dir / "features.npz"), seed=seed, mine_steps=mine_steps)
+        fold_result = score_fold(fold, labels, predictions, classes, probes)
+        atomic_write_json(metrics_path, fold_result.as_dict())
+        result.folds.append(fold_result)
+    write_metrics(result, out_dir)
+    return result
+
+
+def write_metrics(result: CVResult, out_dir: str | Path) -> None:
+    """Write `metrics.json` and the summed `confusion.png` of a run."""
+    from cvfer.eval.report import plot_confusion
+
+    out_dir = Path(out_dir)
+    atomic_write_json(out_dir / "metrics.json", result.as_dict())
+    plot_confusion(result.summed_confusion(), result.classes, out_dir / "confusion.png", f"{result.model}: all folds")
+
+
+def parse_sweep(text: str) -> tuple[str, list[str]]:
+    """`"alpha=0,0.05,0.1"` → ("alpha", ["0", "0.05", "0.1"])."""
+    name, separator, values = text.partition("=")
+    items = [value.strip() for value in values.split(",") if value.strip()]
+    if not separator or not name.strip() or not items:
+        raise ConfigError(f"bad sweep {text!r}", fix="write NAME=V1,V2,... e.g. alpha=0,0.05,0.1")
+    return name.strip(), items
+
+
+def config_with(config: Any, name: str, value: str) -> Any:
+    """A copy of a `TrainConfig` with option `name` set to `value` (JSON, else string).
+
+    Names that are not `TrainConfig` fields are model options (`alpha` → `model_cfg["alpha"]`), as in the presets.
+    """
+    fields = {item.name for item in dataclasses.fields(config)}
+    key = name if name in fields or name.startswith("model.") else f"model.{name}"
+    return config.with_setting(f"{key}={value}")
+
+
+def run_sweep(
+    data_dir: str | Path, config: Any, out_dir: str | Path, sweep: str, **cv_options: Any
+) -> list[dict[str, Any]]:
+    """`run_cv` once per value of one option into `RUN/NAME=VALUE/`; writes `sweep.md` and `sweep.json`."""
+    out_dir = Path(out_dir)
+    name, values = parse_sweep(sweep)
+    rows = []
+    for value in values:
+        result = run_cv(data_dir, config_with(config, name, value), out_dir / f"{name}={value}", **cv_options)
+        rows.append({"option": name, "value": value, **result.summary()})
+    atomic_write_json(out_dir / "sweep.json", rows)
+    atomic_write_text(out_dir / "sweep.md", sweep_table(rows) + "\n")
+    return rows
+
+
+def sweep_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown table of a sweep: WAR, UAR, macro-F1, identity probe and MI per value (mean ± std)."""
+
+    def cell(entry: dict[str, float], scale: float = 100.0, digits: int = 2) -> str:
+        if math.isnan(entry["mean"]):
+            return "–"
+        return f"{scale * entry['mean']:.{digits}f} ± {scale * entry['std']:.{digits}f}"
+
+    name = rows[0]["option"] if rows else "value"
+    lines = [
+        f"| {name} | WAR (%) | UAR (%) | macro-F1 (%) | identity probe (%) | MI(z_E; z_I) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['value']} | {cell(row['war'])} | {cell(row['uar'])} | {cell(row['macro_f1'])} | "
+            f"{cell(row['identity_probe_accuracy'])} | {cell(row['mutual_information'], 1.0, 3)} |"
+        )
+    return "\n".join(lines)
+
