@@ -102,3 +102,18 @@ def test_size_and_cost_match_the_paper():
     with FlopCounterMode(display=False) as counter:
         model({"frames": torch.empty(1, 75, 3, 224, 224, device="meta")})
     assert counter.get_total_flops() / 2 == pytest.approx(63.8e9, rel=0.05)
+
+
+def test_preset_is_a_valid_training_config():
+    from dataclasses import fields
+
+    from cvfer.models.ceflnet import CEFLNET_PRESET
+    from cvfer.train.config import TrainConfig
+
+    names = {f.name for f in fields(TrainConfig)}
+    config = TrainConfig.from_dict({k: v for k, v in CEFLNET_PRESET.items() if k in names})
+    model_cfg = {k: v for k, v in CEFLNET_PRESET.items() if k not in names}
+    assert (config.optimizer, config.lr, config.batch_size, config.epochs) == ("adam", 1e-4, 8, 120)
+    with torch.device("meta"):
+        model = create_model(config.model, num_frames=config.num_frames, **model_cfg)
+    assert (model.num_clips, model.frames_per_clip, model.input_size) == (7, 5, 224)

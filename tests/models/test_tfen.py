@@ -140,3 +140,18 @@ def test_parameter_count_matches_the_paper():
         model = create_model("tfen", num_classes=7, image_size=224, num_frames=7, input_size=224)
     count = sum(p.numel() for p in model.inference_module().parameters())
     assert count == pytest.approx(32.386e6, rel=0.05)
+
+
+def test_preset_is_a_valid_training_config():
+    from dataclasses import fields
+
+    from cvfer.models.tfen import TFEN_PRESET
+    from cvfer.train.config import TrainConfig
+
+    names = {f.name for f in fields(TrainConfig)}
+    config = TrainConfig.from_dict({k: v for k, v in TFEN_PRESET.items() if k in names})
+    model_cfg = {k: v for k, v in TFEN_PRESET.items() if k not in names}
+    assert config.weight_decay == 0.008 and config.num_frames == 7
+    with torch.device("meta"):
+        model = create_model(config.model, num_frames=config.num_frames, **model_cfg)
+    assert model.alpha == 5.0 and model.adversary_every == 3 and model.recognizer.input_size == 224

@@ -6,6 +6,7 @@ trained with Eq. 11. Choices the paper leaves open: docs/peers.md."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -18,16 +19,22 @@ from cvfer.models.registry import register_model
 
 FEATURE_DIM = ResNet18.out_features
 
-# The paper's training setup (Sec. 4.1, Table 1) for the trainer: model cfg, optimiser and schedule.
+# The paper's setup (Sec. 4.1, Table 1) in `cvfer.train` terms: keys naming a TrainConfig field set it, the
+# others are model options. 75 frames as the paper's 75-frame window; the warm-up length is not given.
 CEFLNET_PRESET: dict[str, Any] = {
-    "model": {"num_frames": 75, "num_clips": 7, "frames_per_clip": 5, "input_size": 224},
-    "optimizer": "adam",
-    "lr": 1e-4,
-    "weight_decay": 1e-4,
-    "batch_size": 8,
+    "model": "ceflnet",
     "epochs": 120,
-    "schedule": "cosine",
-    "warmup": True,
+    "batch_size": 8,
+    "optimizer": "adam",
+    "momentum": 0.9,
+    "weight_decay": 1e-4,
+    "lr": 1e-4,
+    "lr_schedule": "cosine",
+    "lr_schedule_params": {"warmup_epochs": 5},
+    "num_frames": 75,
+    "input_size": 224,
+    "num_clips": 7,
+    "frames_per_clip": 5,
 }
 
 
@@ -68,7 +75,8 @@ class SelfAttention(nn.Module):
 
 
 class LocalGlobalRelation(nn.Module):
-    """Local-global relation learning: w_k = σ([pool(f') : f'_k] q^0) (Eq. 2), R = (Σ w_k f'_k / Σ w_k) q^1 (Eq. 3)."""
+    """Local-global relation learning: w_k = σ([pool(f') : f'_k] q^0) (Eq. 2), R = (Σ_k w_k f'_k / Σ_k w_k) q^1
+    (Eq. 3); the clip summary pool(f') is the mean over the clip's frames."""
 
     def __init__(self, dim: int = FEATURE_DIM):
         super().__init__()
@@ -186,9 +194,18 @@ class CEFLNet(FERModel):
         return {"main": loss}, {"loss": float(loss.detach())}
 
 
-def _builder(**variant: Any) -> Any:
-    def build(num_classes: int = 7, image_size: int = 64, num_frames: int = 16, **cfg: Any) -> CEFLNet:
-        return CEFLNet(num_classes=num_classes, image_size=image_size, num_frames=num_frames, **variant, **cfg)
+def _builder(**variant: bool) -> Callable[..., CEFLNet]:
+    """A registered builder: CEFLNet with the components of one Table 6 row."""
+
+    def build(
+        num_classes: int = 7,
+        image_size: int = 64,
+        num_frames: int = 16,
+        input_size: int | None = None,
+        num_clips: int = 7,
+        frames_per_clip: int = 5,
+    ) -> CEFLNet:
+        return CEFLNet(num_classes, image_size, num_frames, input_size, num_clips, frames_per_clip, **variant)
 
     return build
 
