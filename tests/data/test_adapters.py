@@ -261,3 +261,10 @@ def test_cli_prepare_warns_about_skips_and_fails_when_nothing_is_prepared(tmp_pa
     captured = capsys.readouterr()
     assert "no" in captured.err and "skipped.csv" in captured.err
     assert len(skipped_rows(tmp_path / "none")) == 8
+
+
+def test_cli_offers_every_adapter():
+    from cvfer.cli.prepare import DATASETS
+    from cvfer.data.datasets import SCANNERS
+
+    assert DATASETS == tuple(SCANNERS)

@@ -27,12 +27,12 @@ def _run(args: argparse.Namespace) -> int:
         workers=args.workers,
     )
     subjects = len({clip.subject for clip in report.clips})
-    print(f"prepared {len(report.clips)} clips of {subjects} subjects, classes {', '.join(report.classes)} → {report.out}")
+    print(f"prepared {len(report.clips)} clips of {subjects} subjects, classes {', '.join(report.classes)}, written to {report.out}")
     if report.skipped:
         reasons = Counter(item.reason for item in report.skipped)
         print(f"warning: skipped {len(report.skipped)} (listed in {report.out / 'skipped.csv'}):", file=sys.stderr)
         for reason, count in reasons.most_common():
-            print(f"  {count:5d} × {reason}", file=sys.stderr)
+            print(f"  {count:5d} x {reason}", file=sys.stderr)
         for item in report.skipped[:SHOWN_SKIPS]:
             print(f"  {item.source}: {item.reason}", file=sys.stderr)
         if len(report.skipped) > SHOWN_SKIPS:
@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "prepared (skipped sources are listed as a warning), 2 when none was."
         ),
     )
-    parser.add_argument("root", help="folder the dataset was unpacked into")
+    parser.add_argument("root", metavar="ROOT", help="folder the dataset was unpacked into")
     parser.add_argument("--dataset", required=True, choices=DATASETS, help="layout of ROOT")
     parser.add_argument("--out", required=True, help="output folder of the prepared dataset")
     parser.add_argument("--size", type=int, default=64, help="side of the square output frames (even; default 64)")

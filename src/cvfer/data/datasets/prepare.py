@@ -175,7 +175,7 @@ def prepare_dataset(
     if dataset not in SCANNERS:
         raise ConfigError(f"unknown dataset {dataset!r}", None, f"choose one of {', '.join(SCANNERS)}")
     if size < 16 or size % 2:
-        raise ConfigError(f"--size must be an even number of pixels ≥ 16, got {size}")
+        raise ConfigError(f"--size must be an even number of pixels >= 16, got {size}")
     if detect_every < 1 or workers < 1:
         raise ConfigError(f"--detect-every and --workers must be at least 1, got {detect_every} and {workers}")
     if dataset != "folder" and (subject_pattern is not None or subjects_csv is not None):
