@@ -116,11 +116,12 @@ def find_folder(root: Path, names: tuple[str, ...], max_depth: int = 2) -> Path 
     """The shallowest folder under `root` (or `root` itself) whose name is one of `names`, case-insensitive."""
     wanted = {name.lower() for name in names}
     level = [root]
-    for _ in range(max_depth + 1):
+    for depth in range(max_depth + 1):
         matches = [folder for folder in level if folder.name.lower() in wanted]
         if matches:
             return sorted(matches, key=lambda p: natural_key(str(p)))[0]
-        level = [child for folder in level for child in subfolders(folder)]
+        if depth < max_depth:
+            level = [child for folder in level for child in subfolders(folder)]
     return None
 
 

@@ -21,7 +21,7 @@ from cvfer.data.datasets.common import (
     DatasetScan,
     Skipped,
     SourceClip,
-    image_files,
+    natural_key,
     relative,
     require_folder,
     require_root,
@@ -64,11 +64,13 @@ def _index_clips(clip_root: Path) -> dict[int, Path | tuple[Path, ...]]:
             path = here / name
             if path.suffix.lower() in VIDEO_SUFFIXES and path.stem.isdigit():
                 videos.setdefault(int(path.stem), path)
-        if here.name.isdigit() and any(Path(name).suffix.lower() in IMAGE_SUFFIXES for name in files):
-            frames = image_files(here)
-            number = int(here.name)
-            if len(frames) > len(frame_folders.get(number, ())):
-                frame_folders[number] = frames
+        frames = tuple(
+            here / name
+            for name in sorted(files, key=natural_key)
+            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES
+        )
+        if here.name.isdigit() and len(frames) > len(frame_folders.get(int(here.name), ())):
+            frame_folders[int(here.name)] = frames
     return {**frame_folders, **videos}
 
 
