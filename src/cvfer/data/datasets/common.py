@@ -8,7 +8,6 @@ why, the dataset's class set and, where the dataset defines one, its official sp
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -185,11 +184,3 @@ def frame_rate(frames: Path | tuple[Path, ...], default: float = DEFAULT_SEQUENC
         raise _unreadable(frames, error) from None
     return float(rate) if rate else default
 
-
-def walk_files(root: Path) -> Iterator[Path]:
-    """Every visible file under `root`, recursively."""
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if not name.startswith("."):
-                yield Path(folder) / name
