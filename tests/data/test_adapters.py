@@ -268,3 +268,12 @@ def test_cli_offers_every_adapter():
     from cvfer.data.datasets import SCANNERS
 
     assert DATASETS == tuple(SCANNERS)
+
+
+def test_mmi_subject_from_the_video_name_without_session_xml(tmp_path):
+    root = tmp_path / "mmi"
+    for session, subject, emotion in [("10", "7", 2), ("11", "8", 6)]:
+        mmi_session(root, session, subject, emotion)
+        (root / "Sessions" / session / "session.xml").unlink()
+    prepare(root, "mmi", tmp_path / "out", folds=2)
+    assert {(c.subject, c.label) for c in read_manifest(tmp_path / "out").clips} == {("7", "disgust"), ("8", "surprise")}
