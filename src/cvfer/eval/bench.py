@@ -158,13 +158,28 @@ def benchmark(
     decode_floor: bool = True,
 ) -> BenchResult:
     """Time every model (a model.pt path or a registered name, random weights) on the same `videos`."""
-    from cvfer.eval.predict import count_frames, load_model, predictor_for_name
-
     if not videos:
         raise CompressedVideoError("no clips given", fix="pass at least one video file")
     if any(size < 1 for size in batch_sizes) or repeats < 1 or threads < 1:
         raise ValueError("batch sizes, repeats and threads must be >= 1")
+    previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
+    try:
+        return _benchmark(videos, models, threads, batch_sizes, repeats, decode_floor)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _benchmark(
+    videos: Sequence[str | Path],
+    models: Sequence[str],
+    threads: int,
+    batch_sizes: Sequence[int],
+    repeats: int,
+    decode_floor: bool,
+) -> BenchResult:
+    from cvfer.eval.predict import count_frames, load_model, predictor_for_name
+
     clips = [Path(video) for video in videos]
     frames = [count_frames(clip) for clip in clips]
     result = BenchResult(
@@ -181,7 +196,10 @@ def benchmark(
             predictor = load_model(model)
         else:
             predictor = predictor_for_name(model, clips[0], num_classes=DEFAULT_NUM_CLASSES, num_frames=DEFAULT_NUM_FRAMES)
-        result.models.append(time_model(predictor, clips, frames, batch_sizes, repeats))
+        timing = time_model(predictor, clips, frames, batch_sizes, repeats)
+        if Path(model).is_file():
+            timing.name = f"{timing.name} [{model}]"
+        result.models.append(timing)
     return result
 
 

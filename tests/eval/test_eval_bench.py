@@ -1,0 +1,57 @@
+"""`cvfer bench` on two clips prints its table; GMACs of a known layer by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from cvfer.cli import main
+from cvfer.codec import write_video
+from cvfer.eval.bench import benchmark, decode_all_frames, gmacs_per_clip
+
+
+class _LinearOnFrames(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(12, 5)
+
+    def forward(self, batch):
+        return self.linear(batch["frames"])
+
+
+def test_gmacs_of_a_linear_layer_by_hand():
+    # (1, 3, 12) @ (12, 5): 3 · 12 · 5 = 180 multiply-accumulates.
+    assert gmacs_per_clip(_LinearOnFrames(), {"frames": torch.zeros(1, 3, 12)}) * 1e9 == 180
+
+
+def _clips(folder, count=2):
+    rng = np.random.default_rng(0)
+    paths = []
+    for index in range(count):
+        base = rng.integers(0, 255, size=(32, 32, 3), dtype=np.uint8)
+        frames = [np.roll(base, shift, axis=1) for shift in range(12)]
+        paths.append(write_video(folder / f"clip_{index}.mp4", frames))
+    return paths
+
+
+def test_bench_prints_a_table_for_two_clips(tmp_path, capsys):
+    clips = _clips(tmp_path)
+    assert decode_all_frames(clips[0]) == 12
+    code = main(["bench", *map(str, clips), "--models", "cnn-lstm", "--batch", "1,2", "--repeats", "1",
+                 "--json", str(tmp_path / "bench.json")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "| cnn-lstm | frames |" in out and "bare decode" in out and "fps (batch 2)" in out
+    assert (tmp_path / "bench.json").is_file()
+
+
+def test_benchmark_result_fields(tmp_path):
+    clips = _clips(tmp_path)
+    result = benchmark(clips, ["cnn-lstm"], threads=1, batch_sizes=[1, 2], repeats=1, decode_floor=False)
+    timing = result.models[0]
+    assert result.frames_per_clip == 12 and result.decode_fps is None
+    assert set(timing.fps) == {1, 2} and all(value > 0 for value in timing.fps.values())
+    # ResNet-18 + LSTM(512 → 512) + classifier: 11.2 M + 2.1 M + 3.6 k parameters.
+    assert 13.0e6 < timing.parameters < 13.6e6
+    assert timing.gmacs_per_clip > 0
