@@ -53,7 +53,9 @@ class TinyTwoGroupModel(FERModel):
         super().__init__()
         self.encoder = nn.Sequential(nn.Linear(3 * num_frames, hidden), nn.Tanh())
         self.classifier = nn.Linear(hidden, num_classes)
-        self.critic = nn.Sequential(nn.Linear(hidden + 3, 8), nn.ReLU(), nn.Linear(8, 1))
+        # No output bias: the DV bound is invariant to it, so its gradient is pure rounding noise that
+        # Adam would scale up to full steps (and the 1- vs 2-process comparison would measure noise).
+        self.critic = nn.Sequential(nn.Linear(hidden + 3, 8), nn.ReLU(), nn.Linear(8, 1, bias=False))
         self.nan_loss_steps = set(nan_loss_steps)
         self.nan_grad_steps = set(nan_grad_steps)
 
@@ -183,6 +185,19 @@ def tiny_config(**changes):
 def fake_data(tmp_path, monkeypatch) -> Path:
     install_fake_codec(monkeypatch)
     return make_fake_dataset(tmp_path / "data")
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    """(data folder, result) of one uninterrupted 3-epoch run, shared by a test module; the fake codec
+    stays installed for the module and is removed after it."""
+    from cvfer.train import train
+
+    with pytest.MonkeyPatch.context() as patch:
+        install_fake_codec(patch)
+        root = tmp_path_factory.mktemp("reference")
+        data = make_fake_dataset(root / "data")
+        yield data, train(tiny_config(epochs=3), data, 0, root / "run")
 
 
 @pytest.fixture

@@ -25,21 +25,25 @@ def _assert_same_state(first, second):
         assert torch.equal(first[key], second[key]), key
 
 
-def test_run_writes_every_output(fake_data, make_config, tmp_path):
-    run = tmp_path / "run"
-    result = train(make_config(), fake_data, 0, run)
-    assert result.epochs == 2 and 0 <= result.test_war <= 1 and 0 <= result.test_uar <= 1
+def _history(run_dir):
+    return [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+
+
+def test_run_writes_every_output(reference_run):
+    _, result = reference_run
+    run = result.out_dir
+    assert result.epochs == 3 and 0 <= result.test_war <= 1 and 0 <= result.test_uar <= 1
     with (run / "history.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    assert [row["epoch"] for row in rows] == ["1", "2"]
-    assert {"ce", "mi", "train_acc", "test_war", "test_uar", "lr_main", "lr_critic"} <= set(rows[0])
-    assert float(rows[0]["lr_main"]) == pytest.approx(0.05) and float(rows[1]["lr_main"]) == pytest.approx(0.025)
-    assert [json.loads(line)["epoch"] for line in (run / "history.jsonl").read_text().splitlines()] == [1, 2]
+    assert [row["epoch"] for row in rows] == ["1", "2", "3"]
+    assert {"ce", "mi", "train_acc", "test_war", "test_uar", "lr_main", "lr_critic", "skipped_steps"} <= set(rows[0])
+    assert [float(row["lr_main"]) for row in rows] == pytest.approx([0.05, 0.025, 0.025])
+    assert [row["epoch"] for row in _history(run)] == [1, 2, 3]
     assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = torch.load(run / "model.pt", weights_only=False)
     assert saved["name"] == "test-tiny-two-group" and saved["classes"] == ["anger", "happiness", "surprise"]
     assert saved["data"] == {"image_size": 8, "num_frames": 4, "inputs": ["residuals"], "residual": "rgb", "face_crop": False}
-    assert saved["cfg"]["num_classes"] == 3
+    assert saved["cfg"] == {"num_classes": 3, "image_size": 8, "num_frames": 4}
     with (run / "predictions.csv").open() as handle:
         predictions = list(csv.DictReader(handle))
     assert len(predictions) == 3 and all(row["path"].startswith("clips/") for row in predictions)
@@ -47,35 +51,34 @@ def test_run_writes_every_output(fake_data, make_config, tmp_path):
     with np.load(run / "features.npz") as features:
         assert features["train_features"].shape == (9, 6) and features["test_features"].shape == (3, 6)
         assert set(features["test_subjects"]) == {"s3"} and len(features["train_labels"]) == 9
+        assert "train_identity" not in features.files  # the tiny model takes no z_I
 
 
 def test_tiny_model_learns_the_fake_task(fake_data, make_config, tmp_path):
-    result = train(make_config(epochs=12, lr=0.05, lr_schedule="constant"), fake_data, 0, tmp_path / "run")
+    result = train(make_config(epochs=12, lr_schedule="constant"), fake_data, 0, tmp_path / "run")
     assert result.history[-1]["ce"] < result.history[0]["ce"]
-    assert result.test_war == 1.0
+    assert result.test_war == 1.0 and result.history[-1]["train_acc"] > 0.8
 
 
-def test_same_seed_same_weights_other_seed_differs(fake_data, make_config, tmp_path):
-    first = train(make_config(), fake_data, 0, tmp_path / "a")
-    second = train(make_config(), fake_data, 0, tmp_path / "b")
-    _assert_same_state(_weights(first.out_dir), _weights(second.out_dir))
-    third = train(make_config(seed=1), fake_data, 0, tmp_path / "c")
-    assert not torch.equal(_weights(first.out_dir)["classifier.weight"], _weights(third.out_dir)["classifier.weight"])
+def test_same_seed_same_weights_other_seed_differs(reference_run, make_config, tmp_path):
+    data, reference = reference_run
+    again = train(make_config(epochs=3), data, 0, tmp_path / "again")
+    _assert_same_state(_weights(reference.out_dir), _weights(again.out_dir))
+    other = train(make_config(epochs=3, seed=1), data, 0, tmp_path / "other")
+    assert not torch.equal(_weights(reference.out_dir)["classifier.weight"], _weights(other.out_dir)["classifier.weight"])
 
 
-def test_resume_equals_uninterrupted(fake_data, make_config, tmp_path):
-    straight = train(make_config(epochs=3), fake_data, 0, tmp_path / "straight")
-    # A run extended epoch by epoch, and a run killed while saving its third checkpoint.
-    for epochs in (1, 2, 3):
-        train(make_config(epochs=epochs), fake_data, 0, tmp_path / "extended", resume=True)
-    _assert_same_state(_weights(straight.out_dir), _weights(tmp_path / "extended"))
-    extended_rows = [json.loads(line) for line in (tmp_path / "extended" / "history.jsonl").read_text().splitlines()]
-    assert [row["epoch"] for row in extended_rows] == [1, 2, 3]
-    assert [row["ce"] for row in extended_rows] == [row["ce"] for row in straight.history]
+def test_extended_run_equals_uninterrupted(reference_run, make_config, tmp_path):
+    data, reference = reference_run
+    run = tmp_path / "extended"
+    train(make_config(epochs=1), data, 0, run)
+    train(make_config(epochs=3), data, 0, run, resume=True)
+    _assert_same_state(_weights(reference.out_dir), _weights(run))
+    assert [row["ce"] for row in _history(run)] == [row["ce"] for row in reference.history]
 
 
-def test_killed_run_resumes_exactly(fake_data, make_config, tmp_path, monkeypatch):
-    straight = train(make_config(epochs=3), fake_data, 0, tmp_path / "straight")
+def test_killed_run_resumes_exactly(reference_run, make_config, tmp_path, monkeypatch):
+    data, reference = reference_run
     saves = []
     real_save = train_loop.save_checkpoint
 
@@ -87,35 +90,35 @@ def test_killed_run_resumes_exactly(fake_data, make_config, tmp_path, monkeypatc
 
     monkeypatch.setattr(train_loop, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        train(make_config(epochs=3), fake_data, 0, tmp_path / "killed")
+        train(make_config(epochs=3), data, 0, tmp_path / "killed")
     monkeypatch.setattr(train_loop, "save_checkpoint", real_save)
-    assert not (tmp_path / "killed" / "model.pt").exists()
-    resumed = train(make_config(epochs=3), fake_data, 0, tmp_path / "killed", resume=True)
-    assert saves == [1, 2]
-    _assert_same_state(_weights(straight.out_dir), _weights(resumed.out_dir))
-    assert [row["ce"] for row in resumed.history] == [row["ce"] for row in straight.history]
+    assert saves == [1, 2] and not (tmp_path / "killed" / "model.pt").exists()
+    resumed = train(make_config(epochs=3), data, 0, tmp_path / "killed", resume=True)
+    _assert_same_state(_weights(reference.out_dir), _weights(resumed.out_dir))
+    assert [row["ce"] for row in resumed.history] == [row["ce"] for row in reference.history]
 
 
-def test_existing_checkpoint_needs_resume_and_same_options(fake_data, make_config, tmp_path):
-    run = tmp_path / "run"
-    train(make_config(epochs=1), fake_data, 0, run)
+def test_existing_checkpoint_needs_resume_and_same_options(reference_run, make_config):
+    data, reference = reference_run
     with pytest.raises(ConfigError, match="--resume"):
-        train(make_config(epochs=1), fake_data, 0, run)
+        train(make_config(epochs=3), data, 0, reference.out_dir)
     with pytest.raises(CheckpointError, match=r"different options \['lr'\]"):
-        train(make_config(epochs=2, lr=0.1), fake_data, 0, run, resume=True)
+        train(make_config(epochs=3, lr=0.1), data, 0, reference.out_dir, resume=True)
 
 
-def test_corrupt_checkpoint_is_a_checkpoint_error(fake_data, make_config, tmp_path):
+def test_corrupt_checkpoint_is_a_checkpoint_error(reference_run, make_config, tmp_path):
+    data, _ = reference_run
     run = tmp_path / "run"
     run.mkdir()
     (run / "checkpoint.pt").write_bytes(b"\x00half a file")
     with pytest.raises(CheckpointError, match="checkpoint.pt: unreadable"):
-        train(make_config(), fake_data, 0, run, resume=True)
+        train(make_config(), data, 0, run, resume=True)
 
 
-def test_checkpoint_write_is_atomic(fake_data, make_config, tmp_path, monkeypatch):
+def test_checkpoint_write_is_atomic(reference_run, make_config, tmp_path, monkeypatch):
+    data, _ = reference_run
     run = tmp_path / "run"
-    train(make_config(epochs=1), fake_data, 0, run)
+    train(make_config(epochs=1), data, 0, run)
     before = (run / "checkpoint.pt").read_bytes()
 
     def failing_save(obj, handle):
@@ -124,15 +127,16 @@ def test_checkpoint_write_is_atomic(fake_data, make_config, tmp_path, monkeypatc
 
     monkeypatch.setattr(torch, "save", failing_save)
     with pytest.raises(OSError, match="disk full"):
-        train(make_config(epochs=2), fake_data, 0, run, resume=True)
+        train(make_config(epochs=2), data, 0, run, resume=True)
     assert (run / "checkpoint.pt").read_bytes() == before
     assert not [path.name for path in run.iterdir() if path.name.endswith(".tmp")]
 
 
-def test_non_finite_steps_are_skipped(fake_data, make_config, tmp_path):
+def test_non_finite_steps_are_skipped(reference_run, make_config, tmp_path):
+    data, _ = reference_run
     config = make_config(epochs=1, model_cfg={"nan_loss_steps": [0], "nan_grad_steps": [1]})
     with pytest.warns(UserWarning) as caught:
-        result = train(config, fake_data, 0, tmp_path / "run")
+        result = train(config, data, 0, tmp_path / "run")
     messages = [str(warning.message) for warning in caught]
     assert any("step 0: non-finite loss" in message for message in messages)
     assert any("step 1: non-finite gradient" in message for message in messages)
@@ -140,10 +144,17 @@ def test_non_finite_steps_are_skipped(fake_data, make_config, tmp_path):
     assert all(torch.isfinite(tensor).all() for tensor in _weights(result.out_dir).values())
 
 
-def test_persistent_nan_stops_with_clear_error(fake_data, make_config, tmp_path):
+def test_persistent_nan_stops_with_clear_error(reference_run, make_config, tmp_path):
+    data, _ = reference_run
     config = make_config(epochs=3, max_bad_steps=3, model_cfg={"nan_loss_steps": list(range(2, 100))})
     with pytest.warns(UserWarning), pytest.raises(CvferError, match="3 steps in a row had non-finite"):
-        train(config, fake_data, 0, tmp_path / "run")
+        train(config, data, 0, tmp_path / "run")
+
+
+def test_missing_fold_is_a_config_error(reference_run, make_config, tmp_path):
+    data, _ = reference_run
+    with pytest.raises(ConfigError, match="fold 5 does not exist"):
+        train(make_config(), data, 5, tmp_path / "run")
 
 
 def test_data_order_depends_on_seed_and_epoch_only():

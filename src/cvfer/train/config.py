@@ -168,3 +168,35 @@ def preset_config(name: str) -> TrainConfig:
             model_cfg[key] = value
     settings["model_cfg"] = {**settings.get("model_cfg", {}), **model_cfg}
     return TrainConfig.from_dict(settings)
+
+
+def build_config(
+    *,
+    preset: str | None = None,
+    config_path: str | Path | None = None,
+    options: dict[str, Any] | None = None,
+    model_options: dict[str, Any] | None = None,
+    settings: tuple[str, ...] | list[str] = (),
+) -> TrainConfig:
+    """The CLI's layering: a preset or a JSON file (or the defaults), then `options` (TrainConfig fields;
+    None values ignored), then `model_options` (into model_cfg; None ignored), then each `key=value`."""
+    if preset and config_path:
+        raise ConfigError("give --preset or --config, not both")
+    if config_path:
+        path = Path(config_path)
+        if not path.is_file():
+            raise ConfigError("missing", path, "give an existing TrainConfig JSON file (a run's config.json)")
+        config = TrainConfig.from_json(path.read_text(encoding="utf-8"), source=path)
+    elif preset:
+        config = preset_config(preset)
+    else:
+        config = TrainConfig()
+    changes = {key: value for key, value in (options or {}).items() if value is not None}
+    model_changes = {key: value for key, value in (model_options or {}).items() if value is not None}
+    if model_changes:
+        changes["model_cfg"] = {**config.model_cfg, **model_changes}
+    if changes:
+        config = config.replace(**changes)
+    for assignment in settings:
+        config = config.with_setting(assignment)
+    return config

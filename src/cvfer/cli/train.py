@@ -1,0 +1,78 @@
+"""`cvfer train`: train one model on one fold of a prepared dataset (resumable, torchrun-aware)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _run(args: argparse.Namespace) -> int:
+    from cvfer.train import train
+    from cvfer.train.config import build_config
+
+    config = build_config(
+        preset=args.preset,
+        config_path=args.config,
+        options={
+            "model": args.model,
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "num_frames": args.num_frames,
+            "identity_encoder": args.identity_encoder,
+            "seed": args.seed,
+            "device": args.device,
+            "threads": args.threads,
+            "cache_dir": args.cache_dir,
+        },
+        model_options={"alpha": args.alpha, "mi_estimator": args.mi_estimator},
+        settings=args.set,
+    )
+    result = train(config, args.data, args.fold, args.out, resume=args.resume)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    for path, reason in result.skipped_clips:
+        print(f"warning: skipped {path}: {reason}", file=sys.stderr)
+    print(
+        f"trained {config.model} for {result.epochs} epochs on fold {args.fold}: "
+        f"test WAR {result.test_war:.4f}, UAR {result.test_uar:.4f} → {result.model_path}"
+    )
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `train` verb."""
+    parser = subparsers.add_parser(
+        "train",
+        help="train a model on one fold of a prepared dataset",
+        description=(
+            "Train on the train clips of fold K of splits.json; the fold's test clips are scored after every "
+            "epoch for monitoring only. Writes checkpoint.pt (every epoch), history.csv/.jsonl, curves.png, "
+            "config.json and, at the end, model.pt, predictions.csv and features.npz into --out. "
+            "Run under `torchrun --nproc_per_node N` for multi-process training (docs/training.md)."
+        ),
+    )
+    parser.add_argument("--data", required=True, help="prepared dataset folder (manifest.csv, splits.json)")
+    parser.add_argument("--fold", type=int, default=0, help="fold of splits.json to train on (default 0)")
+    parser.add_argument("--out", required=True, help="run folder")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint.pt")
+    parser.add_argument("--preset", choices=("demo", "ckplus", "mmi", "afew"), help="start from a preset")
+    parser.add_argument("--config", help="start from a TrainConfig JSON file (e.g. a run's config.json)")
+    parser.add_argument("--model", help="registered model name (default mic)")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int, help="global batch size (split over torchrun processes)")
+    parser.add_argument("--lr", type=float, help="base learning rate of every parameter group")
+    parser.add_argument("--num-frames", type=int, help="P frames (T) per clip")
+    parser.add_argument("--alpha", type=float, help="MIC: weight of the MI term (model.alpha)")
+    parser.add_argument("--mi-estimator", choices=("mine", "club"), help="MIC: MI estimator (model.mi_estimator)")
+    parser.add_argument("--identity-encoder", help="frozen face recogniser for z_I: synthetic, dlib or a path")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--device", choices=("cpu", "cuda"))
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (0: torch's default)")
+    parser.add_argument("--cache-dir", help="decoded-input cache shared by runs")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="any TrainConfig field (JSON value), or model.KEY for a model option; repeatable",
+    )
+    parser.set_defaults(func=_run)
