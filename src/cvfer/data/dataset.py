@@ -181,11 +181,10 @@ class ClipDataset(torch.utils.data.Dataset):
 
 def _normalise(key: str, stacked: torch.Tensor) -> torch.Tensor:
     """Float tensors laid out and scaled as `BATCH_KEYS` documents."""
-    if key == "residuals":  # (B, T, H, W, 3) int16 -> (B, T, 3, H, W) in [-1, 1]
-        return stacked.permute(0, 1, 4, 2, 3).float().div_(255.0)
     if key == "motion_vectors":  # (B, T, 2, H, W) pixels -> / 16
         return stacked.float().div_(16.0)
-    if key == "frames":  # (B, T, H, W, 3) uint8 -> (B, T, 3, H, W) in [0, 1]
-        return stacked.permute(0, 1, 4, 2, 3).float().div_(255.0)
-    # iframe, apex: (B, H, W, 3) uint8 -> (B, 3, H, W) in [0, 1]
-    return stacked.permute(0, 3, 1, 2).float().div_(255.0)
+    if key in ("residuals", "frames"):  # (B, T, H, W, 3) -> (B, T, 3, H, W); residuals in [-1, 1], frames [0, 1]
+        channels_first = stacked.permute(0, 1, 4, 2, 3)
+    else:  # iframe, apex: (B, H, W, 3) uint8 -> (B, 3, H, W) in [0, 1]
+        channels_first = stacked.permute(0, 3, 1, 2)
+    return channels_first.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
