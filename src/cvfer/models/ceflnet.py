@@ -104,12 +104,27 @@ class EmotionIntensityActivation(nn.Module):
         """(B, d, n) video representation V^f -> (B, C, n) scores A, each class's row summing to 1 over clips."""
         return self.scores(self.temporal(video)).softmax(dim=-1)
 
-    def forward(self, video: Tensor) -> tuple[Tensor, Tensor]:
-        """(B, d, n) -> logits (B, C) and the emotion-rich representations (B, C, d) of every class."""
+    def forward(self, clip_features: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, n, d) clip features -> logits (B, C) and z_E (B, d): the predicted class's emotion-rich feature."""
+        video = clip_features.transpose(1, 2)  # V^f of Eq. 4: the clip features side by side in time
         activation = self.emotional_scores(video).unsqueeze(2) * video.unsqueeze(1)  # (B, C, d, n), Eq. 7
-        emotion_rich = activation.amax(dim=-1)  # Eq. 8
-        logits = (emotion_rich * self.classifier.weight).sum(dim=-1) + self.classifier.bias
-        return logits, emotion_rich
+        emotion_rich = activation.amax(dim=-1)  # (B, C, d), Eq. 8
+        logits = (emotion_rich * self.classifier.weight).sum(dim=-1) + self.classifier.bias  # Eq. 9
+        predicted = logits.argmax(dim=1)
+        return logits, emotion_rich[torch.arange(len(predicted), device=logits.device), predicted]
+
+
+class MeanClassifier(nn.Module):
+    """The heads of the Table 6 rows without EIAN: average the sequence of features, then a linear layer."""
+
+    def __init__(self, num_classes: int, dim: int = FEATURE_DIM):
+        super().__init__()
+        self.linear = nn.Linear(dim, num_classes)
+
+    def forward(self, sequence: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, L, d) -> logits (B, C) and the averaged feature (B, d)."""
+        features = sequence.mean(dim=1)
+        return self.linear(features), features
 
 
 def clip_aware_loss(logits: Tensor, labels: Tensor) -> Tensor:
@@ -157,8 +172,8 @@ class CEFLNet(FERModel):
         self.backbone = ResNet18()
         self.self_attention = SelfAttention() if self_attention else None
         self.relation = LocalGlobalRelation() if relation else None
-        self.activation = EmotionIntensityActivation(num_classes) if activation else None
-        self.classifier = None if activation else nn.Linear(FEATURE_DIM, num_classes)
+        # EIAN, or for the rows without it an average over clips (over frames in the "ResNet-18" row).
+        self.head: nn.Module = EmotionIntensityActivation(num_classes) if activation else MeanClassifier(num_classes)
 
     def clip_indices(self, num_frames: int) -> Tensor:
         """Frame indices of the clips: random within each bin while training, bin middles at test time."""
@@ -171,19 +186,12 @@ class CEFLNet(FERModel):
         distinct, positions = distinct.to(frames.device), positions.to(frames.device)
         frame_features = self.backbone(frames_to_images(frames[:, distinct], self.input_size))
         frame_features = frame_features.unflatten(0, (frames.shape[0], -1))[:, positions]
-        if self.self_attention is None:  # Table 6, "ResNet-18": frame features averaged over the video
-            video_features = frame_features.mean(dim=1)
-            return FEROutput(self.classifier(video_features), video_features)
+        if self.self_attention is None:
+            return FEROutput(*self.head(frame_features))
         clips = frame_features.unflatten(1, (self.num_clips, self.frames_per_clip)).flatten(0, 1)
         attended = self.self_attention(clips)
         clip_features = attended.mean(dim=1) if self.relation is None else self.relation(attended)
-        clip_features = clip_features.unflatten(0, (frames.shape[0], self.num_clips))  # (B, n, d)
-        if self.activation is None:  # Table 6, "+ SAL" / "+ LRL": clip features averaged over the video
-            video_features = clip_features.mean(dim=1)
-            return FEROutput(self.classifier(video_features), video_features)
-        logits, emotion_rich = self.activation(clip_features.transpose(1, 2))  # V^f of Eq. 4: (B, d, n)
-        predicted = logits.argmax(dim=1)
-        return FEROutput(logits, emotion_rich[torch.arange(len(predicted)), predicted])
+        return FEROutput(*self.head(clip_features.unflatten(0, (frames.shape[0], self.num_clips))))
 
     def training_losses(
         self, batch: dict[str, Tensor], state: TrainState

@@ -174,7 +174,9 @@ class TFEN(FERModel):
         if adversarial and decoupling == "none":
             raise ConfigError("TFEN's adversary needs decoupled features", fix="use decoupling='decoupler' or 'concat'")
         if adversary_every < 2:
-            raise ConfigError(f"adversary_every={adversary_every}", fix="use S >= 2 so the recogniser also trains")
+            raise ConfigError(
+                f"adversary_every={adversary_every} leaves no step for the expression side", fix="use S >= 2"
+            )
         self.image_size = image_size
         self.num_frames = num_frames
         self.num_subjects = num_subjects
