@@ -98,6 +98,10 @@ class BlockField:
             )
         scale = np.maximum(scale, 1)
         vectors = _round_half_away(-np.stack([motion_x, motion_y]), scale)
+        # A vector longer than the frame predicts from the border like one exactly as long: limiting
+        # it changes no prediction and bounds the padding a broken stream could ask for.
+        np.clip(vectors[0], -width, width, out=vectors[0])
+        np.clip(vectors[1], -height, height, out=vectors[1])
         vector_x, vector_y = vectors
         right = np.minimum(left + block_w, width) - 1
         bottom = np.minimum(top + block_h, height) - 1

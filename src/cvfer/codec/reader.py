@@ -69,8 +69,9 @@ def _check_file(path: Path) -> None:
 
 
 def _corrupt(path: Path, where: str, error: Exception) -> CompressedVideoError:
+    reason = getattr(error, "strerror", None) or str(error)
     return CompressedVideoError(
-        f"corrupted or truncated stream ({where}: {error})", path, f"re-download the file or {REENCODE_FIX}"
+        f"corrupted or truncated stream ({where}: {reason})", path, f"re-download the file or {REENCODE_FIX}"
     )
 
 
@@ -81,14 +82,20 @@ def _open_video(path: Path) -> Iterator[tuple[av.container.InputContainer, av.Vi
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
         raise CompressedVideoError(
-            f"not a readable video ({error})", path, f"check it is a complete video file or {REENCODE_FIX}"
+            f"not a readable video: truncated, corrupted or not a video ({reason})",
+            path,
+            f"check it is a complete video file or {REENCODE_FIX}",
         ) from error
     try:
         if not container.streams.video:
             kind = "audio only" if container.streams.audio else "no video stream"
             raise CompressedVideoError(f"has no video stream ({kind})", path, "pass a video file")
-        yield container, container.streams.video[0]
+        stream = container.streams.video[0]
+        if stream.codec_context is None:
+            raise CompressedVideoError("video stream has an unknown or unsupported codec", path, REENCODE_FIX)
+        yield container, stream
     finally:
         container.close()
 
@@ -103,7 +110,26 @@ def _demux(path: Path, container: av.container.InputContainer, stream: av.VideoS
         raise CompressedVideoError("contains no video frames", path, f"check the file or {REENCODE_FIX}")
     if stream.frames and len(packets) < stream.frames:
         raise _corrupt(path, "end of file", ValueError(f"{len(packets)} of {stream.frames} frames present"))
+    expected_seconds = _header_duration(container, stream)
+    last = packets[-1]
+    if not stream.frames and expected_seconds and last.pts is not None and stream.time_base:
+        rate = _fps(stream) or 25.0
+        present_seconds = float((last.pts + (last.duration or 0) - (stream.start_time or 0)) * stream.time_base)
+        if present_seconds < expected_seconds - 1.5 / rate:
+            raise _corrupt(path, "end of file", ValueError(f"{present_seconds:.2f} s of {expected_seconds:.2f} s present"))
     return packets
+
+
+def _header_duration(container: av.container.InputContainer, stream: av.VideoStream) -> float | None:
+    """The video's length in seconds as the container header states it (None if it does not)."""
+    tag = stream.metadata.get("DURATION")  # Matroska/WebM per-track tag, HH:MM:SS.fraction
+    if tag:
+        with contextlib.suppress(ValueError):
+            hours, minutes, seconds = tag.split(":")
+            return 3600 * int(hours) + 60 * int(minutes) + float(seconds)
+    if len(container.streams) == 1 and container.duration:
+        return container.duration / av.time_base
+    return None
 
 
 def _decode(path: Path, context: av.codec.context.CodecContext, packets: Sequence[av.Packet]) -> Iterator[av.VideoFrame]:
