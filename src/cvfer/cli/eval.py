@@ -12,35 +12,27 @@ from cvfer.errors import ConfigError
 
 
 def _train_config(args: argparse.Namespace) -> Any:
-    """A `TrainConfig` from --preset / --config, then the explicit options, then each --set."""
-    from cvfer.train.config import TrainConfig, preset_config
+    """A `TrainConfig` layered as `cvfer train` does: preset / JSON file, options, model options, --set."""
+    from cvfer.train.config import build_config
 
-    if args.preset and args.config:
-        raise ConfigError("give --preset or --config, not both")
-    if args.config:
-        config = TrainConfig.from_json(Path(args.config).read_text(encoding="utf-8"), source=args.config)
-    elif args.preset:
-        config = preset_config(args.preset)
-    else:
-        config = TrainConfig()
-    explicit = {
-        "model": args.model,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "num_frames": args.num_frames,
-        "identity_encoder": args.identity_encoder,
-        "threads": args.threads,
-        "device": args.device,
-        "seed": args.seed,
-        "cache_dir": args.cache_dir,
-    }
-    changes = {key: value for key, value in explicit.items() if value is not None}
-    if changes:
-        config = config.replace(**changes)
-    for assignment in args.set:
-        config = config.with_setting(assignment)
-    return config
+    return build_config(
+        preset=args.preset,
+        config_path=args.config,
+        options={
+            "model": args.model,
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "num_frames": args.num_frames,
+            "identity_encoder": args.identity_encoder,
+            "seed": args.seed,
+            "device": args.device,
+            "threads": args.threads,
+            "cache_dir": args.cache_dir,
+        },
+        model_options={"alpha": args.alpha, "mi_estimator": args.mi_estimator},
+        settings=args.set,
+    )
 
 
 def _run_cv(args: argparse.Namespace) -> int:
@@ -123,13 +115,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cv.add_argument("--sweep", help="repeat for each value of one option, e.g. alpha=0,0.05,0.1,0.2,0.5")
     cv.add_argument("--mine-steps", type=int, default=300, help="training steps of the post-hoc MI estimator")
     train_options = cv.add_argument_group("training options (see cvfer.train.TrainConfig)")
-    train_options.add_argument("--preset", help="start from a preset: demo, ckplus, mmi, afew")
+    train_options.add_argument("--preset", choices=("demo", "ckplus", "mmi", "afew"), help="start from a preset")
     train_options.add_argument("--config", help="start from a TrainConfig JSON file")
     train_options.add_argument("--model", help="registered model name")
     train_options.add_argument("--epochs", type=int)
     train_options.add_argument("--batch-size", type=int)
     train_options.add_argument("--lr", type=float)
     train_options.add_argument("--num-frames", type=int)
+    train_options.add_argument("--alpha", type=float, help="MIC: weight of the MI term (model.alpha)")
+    train_options.add_argument("--mi-estimator", choices=("mine", "club"), help="MIC: MI estimator (model.mi_estimator)")
     train_options.add_argument("--identity-encoder", help="synthetic, dlib or a path")
     train_options.add_argument("--threads", type=int)
     train_options.add_argument("--device", choices=("cpu", "cuda"))

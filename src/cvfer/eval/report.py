@@ -119,13 +119,17 @@ def embed_2d(features: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
     from sklearn.manifold import TSNE
     from sklearn.preprocessing import StandardScaler
 
+    from threadpoolctl import threadpool_limits  # installed with scikit-learn
+
+    if method not in ("pca", "tsne"):
+        raise ValueError(f"unknown embedding method {method!r}; use 'pca' or 'tsne'")
     standardised = StandardScaler().fit_transform(np.asarray(features, dtype=np.float64))
-    if method == "pca":
-        return PCA(n_components=2, random_state=seed).fit_transform(standardised)
-    if method == "tsne":
+    # A few hundred points: one thread is fastest, and OpenMP threads on a busy machine are much slower.
+    with threadpool_limits(1):
+        if method == "pca":
+            return PCA(n_components=2, random_state=seed).fit_transform(standardised)
         perplexity = min(TSNE_PERPLEXITY, (len(standardised) - 1) / 3)
         return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(standardised)
-    raise ValueError(f"unknown embedding method {method!r}; use 'pca' or 'tsne'")
 
 
 def plot_embedding(

@@ -1,0 +1,158 @@
+"""Cross-validation bookkeeping (scores, resume, sweeps, cross-dataset) and a tiny end-to-end `cvfer cv`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from cvfer.cli import main
+from cvfer.data.manifest import read_manifest, write_manifest
+from cvfer.data.splits import subject_kfold, write_splits
+from cvfer.errors import ConfigError, CvferError, DatasetError
+from cvfer.eval.protocol import (
+    CVResult,
+    FoldFeatures,
+    FoldResult,
+    config_with,
+    parse_sweep,
+    probe_fold,
+    read_predictions,
+    run_cv,
+    score_fold,
+    shared_classes,
+    sweep_table,
+)
+from cvfer.train import TrainConfig
+
+CLASSES = ["anger", "happiness", "surprise"]
+
+
+def test_read_predictions_names_and_indices(tmp_path):
+    path = tmp_path / "predictions.csv"
+    path.write_text("path,label,pred,p_anger,p_happiness,p_surprise\na.mp4,anger,surprise,0.1,0.2,0.7\nb.mp4,1,1,0,1,0\n")
+    labels, predictions = read_predictions(path, CLASSES)
+    assert labels.tolist() == [0, 1] and predictions.tolist() == [2, 1]
+    path.write_text("path,label,pred\na.mp4,joy,anger\n")
+    with pytest.raises(CvferError, match="unknown class 'joy'"):
+        read_predictions(path, CLASSES)
+
+
+def test_fold_scores_and_summary_over_folds():
+    first = score_fold(0, np.array([0, 0, 1, 2]), np.array([0, 1, 1, 2]), CLASSES, {})
+    second = score_fold(1, np.array([0, 1]), np.array([0, 0]), CLASSES, {"mutual_information": 0.5})
+    assert first.war == 0.75 and second.war == 0.5 and second.per_class_recall == [1.0, 0.0, None]
+    assert FoldResult.from_dict(json.loads(json.dumps(first.as_dict()))) == first
+    result = CVResult("m", "a", "a", CLASSES, [first, second])
+    summary = result.summary()
+    assert summary["war"]["mean"] == pytest.approx(0.625)
+    assert summary["war"]["std"] == pytest.approx(np.std([0.75, 0.5], ddof=1))
+    assert summary["mutual_information"] == {"mean": 0.5, "std": 0.0, "folds": 1}
+    assert result.summed_confusion().tolist() == [[2, 1, 0], [1, 1, 0], [0, 0, 1]]
+    document = result.as_dict()
+    assert document["per_class_recall"] == [pytest.approx(2 / 3), 0.5, 1.0]
+
+
+def test_probe_fold_on_features_with_known_answers():
+    rng = np.random.default_rng(0)
+    subjects = np.repeat(np.arange(10), 6)
+    labels = np.tile(np.arange(3), 20)
+    identity = rng.normal(size=(10, 8))[subjects] + 0.05 * rng.normal(size=(60, 8))
+    expression = np.concatenate([identity, np.eye(3)[labels]], axis=1)  # z_E leaks identity
+    features = FoldFeatures(expression, identity, labels, subjects.astype(str), subjects >= 8)
+    probes = probe_fold(features, mine_steps=150)
+    assert probes["identity_probe"].accuracy > 0.9 and probes["identity_probe"].chance == pytest.approx(0.1)
+    assert probes["expression_from_identity"].accuracy <= 0.75  # z_I holds no expression
+    assert probes["mutual_information"] > 0.3
+    without_identity = probe_fold(FoldFeatures(expression, None, labels, subjects.astype(str), subjects >= 8))
+    assert without_identity["mutual_information"] is None and without_identity["expression_from_identity"] is None
+
+
+def test_sweep_parsing_and_table():
+    assert parse_sweep("alpha=0, 0.05,0.1") == ("alpha", ["0", "0.05", "0.1"])
+    with pytest.raises(ConfigError, match="bad sweep"):
+        parse_sweep("alpha")
+    config = TrainConfig(model="mic")
+    assert config_with(config, "alpha", "0.2").model_cfg == {"alpha": 0.2}
+    assert config_with(config, "epochs", "3").epochs == 3
+    row = {"mean": 0.5, "std": 0.1, "folds": 2}
+    nan = {"mean": float("nan"), "std": float("nan"), "folds": 0}
+    table = sweep_table(
+        [{"option": "alpha", "value": "0.1", "war": row, "uar": row, "macro_f1": row,
+          "identity_probe_accuracy": row, "mutual_information": nan}]
+    )
+    assert "| alpha |" in table and "| 0.1 | 50.00 ± 10.00 |" in table and table.endswith("– |")
+
+
+def test_shared_classes_keep_training_order():
+    assert shared_classes(["anger", "fear", "happiness"], ["happiness", "anger", "neutral"]) == ["anger", "happiness"]
+    with pytest.raises(DatasetError, match="no class in common"):
+        shared_classes(["anger"], ["fear"])
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    from cvfer.data.synthetic import generate_benchmark
+
+    root = tmp_path_factory.mktemp("tiny") / "data"
+    generate_benchmark(root, preset="tiny", seed=0, progress=False)
+    return root
+
+
+def _cv_arguments(data, out):
+    return ["cv", "--data", str(data), "--model", "cnn-lstm", "--folds", "2", "--epochs", "1", "--batch-size", "8",
+            "--num-frames", "2", "--threads", "1", "--set", "model.input_size=32", "--mine-steps", "50",
+            "--out", str(out)]
+
+
+@pytest.mark.slow
+def test_cv_end_to_end_resume_and_cross_dataset(tiny_data, tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    assert main(_cv_arguments(tiny_data, run)) == 0
+    assert "war:" in capsys.readouterr().out
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert [fold["fold"] for fold in metrics["folds"]] == [0, 1]
+    assert sum(fold["num_samples"] for fold in metrics["folds"]) == np.sum(metrics["confusion"]) == 14
+    assert metrics["folds"][0]["identity_probe"]["chance"] > 0
+    assert (run / "confusion.png").is_file()
+    for fold in ("fold_00", "fold_01"):
+        assert {"model.pt", "checkpoint.pt", "predictions.csv", "features.npz", "fold_metrics.json"} <= {
+            path.name for path in (run / fold).iterdir()
+        }
+
+    # A finished fold is skipped; a fold with only a checkpoint resumes; a trained but unscored fold is scored.
+    calls = []
+
+    def fake_train(config, data_dir, fold, out_dir, resume=False):
+        calls.append((fold, resume))
+        shutil.copy(run / "fold_00" / "model.pt", out_dir / "model.pt")
+
+    monkeypatch.setattr("cvfer.train.train", fake_train)
+    (run / "fold_01" / "fold_metrics.json").unlink()
+    (run / "fold_01" / "model.pt").unlink()
+    result = run_cv(tiny_data, TrainConfig(model="cnn-lstm"), run, num_folds=2, mine_steps=20)
+    assert calls == [(1, True)]
+    assert result.folds[0].war == metrics["folds"][0]["war"]
+
+    # Cross-dataset: the trained folds tested on a dataset labelling only two of the classes.
+    other = tmp_path / "other"
+    manifest = read_manifest(tiny_data)
+    kept = [clip for clip in manifest.clips if clip.label in ("happiness", "anger")]
+    other.mkdir()
+    (other / "clips").symlink_to(tiny_data / "clips")
+    write_manifest(other, kept, ["happiness", "anger", "neutral"], {"source": "test"})
+    write_splits(other, subject_kfold(read_manifest(other), k=2, seed=0))
+    cross = tmp_path / "cross"
+    for fold in ("fold_00", "fold_01"):
+        shutil.copytree(run / fold, cross / fold, ignore=shutil.ignore_patterns("fold_metrics.json"))
+    result = run_cv(tiny_data, TrainConfig(model="cnn-lstm", num_frames=2), cross, num_folds=2, test_data=other, mine_steps=20)
+    assert result.classes == ["anger", "happiness"]
+    assert sum(fold.num_samples for fold in result.folds) == len(kept)
+    assert json.loads((cross / "metrics.json").read_text())["test_data"] == str(other)
+
+
+def test_cv_rejects_more_folds_than_the_splits_hold(tiny_data, tmp_path):
+    with pytest.raises(ConfigError, match="splits.json has 6"):
+        run_cv(tiny_data, TrainConfig(model="cnn-lstm"), tmp_path, num_folds=7)
