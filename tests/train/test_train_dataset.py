@@ -94,3 +94,13 @@ def test_unusable_requests_are_dataset_errors(clip_folder):
         ClipDataset(manifest, ["clips/nope.mp4"], ("iframe",), T, progress=False)
     with pytest.warns(UserWarning), pytest.raises(DatasetError, match="none of the 1 clips could be read"):
         ClipDataset(manifest, ["clips/broken.mp4"], ("iframe",), T, progress=False)
+
+
+def test_cache_dir_stores_decoded_inputs_for_the_next_load(clip_folder, tmp_path):
+    manifest = read_manifest(clip_folder)
+    cache = tmp_path / "cache"
+    first = ClipDataset(manifest, ["clips/1.mp4"], ("residuals", "motion_vectors"), T, cache_dir=cache, progress=False)
+    assert len(list(cache.rglob("*.npz"))) == 1
+    second = ClipDataset(manifest, ["clips/1.mp4"], ("residuals", "motion_vectors"), T, cache_dir=cache, progress=False)
+    for key in ("residuals", "motion_vectors"):
+        assert torch.equal(first[0][key], second[0][key])

@@ -28,8 +28,10 @@ Path(sys.argv[3], f"rank_epochs_{{__import__('os').environ['RANK']}}.json").writ
 
 def test_two_processes_match_one(fake_data, make_config, tmp_path):
     # 9 training clips, global batch 4: two steps of 2 clips per process; the critic's MI uses the
-    # gathered global batch, so the all_gather gradient path is exercised too.
-    config = make_config(epochs=2)
+    # gathered global batch, so the all_gather gradient path is exercised too. SGD, not Adam: Adam is
+    # blind to a wrong gradient scale (e.g. summing instead of averaging over processes) and turns
+    # rounding noise of near-zero gradients into full-size steps.
+    config = make_config(epochs=2, optimizer="sgd", lr=0.2)
     single = train(config, fake_data, 0, tmp_path / "single")
     worker = tmp_path / "worker.py"
     worker.write_text(WORKER.format(conftest=str(Path(__file__).with_name("conftest.py"))))

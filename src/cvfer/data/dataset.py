@@ -136,7 +136,13 @@ class ClipDataset(torch.utils.data.Dataset):
         path = self.manifest.video_path(clip)
         arrays: dict[str, np.ndarray] = {}
         if any(key in self.inputs for key in (*COMPRESSED_KEYS, "identity")):
-            video = codec.read_compressed(path, num_frames=self.num_frames, residual="rgb", accumulate=False)
+            params = {"num_frames": self.num_frames, "residual": "rgb", "accumulate": False}
+            if self.cache_dir is None:
+                video = codec.read_compressed(path, **params)
+            else:
+                from cvfer.codec.cache import read_compressed_cached
+
+                video = read_compressed_cached(path, self.cache_dir, **params)
             if len(video.residuals) != self.num_frames:
                 raise DatasetError(f"has {len(video.residuals)} P frames, {self.num_frames} needed", path)
             arrays["iframe"] = np.asarray(video.iframe, dtype=np.uint8)

@@ -48,6 +48,7 @@ class TrainConfig:
     val_fraction: float = 0.0  # share of training subjects held out for validation metrics
     max_bad_steps: int = 20  # consecutive skipped (non-finite) steps before the run stops
     cache_dir: str | None = None  # decoded-input cache shared by runs (cvfer.codec.cache)
+    sync_batchnorm: bool = False  # torchrun on CUDA: BatchNorm statistics over the global batch
 
     def __post_init__(self) -> None:
         self.validate()
@@ -67,6 +68,7 @@ class TrainConfig:
             (self.threads >= 0, "threads", "must be >= 0"),
             (0 <= self.val_fraction < 1, "val_fraction", "must be in [0, 1)"),
             (self.max_bad_steps >= 1, "max_bad_steps", "must be >= 1"),
+            (not self.sync_batchnorm or self.device == "cuda", "sync_batchnorm", "needs device 'cuda' (torch's SyncBatchNorm)"),
         ]
         for ok, name, rule in checks:
             if not ok:

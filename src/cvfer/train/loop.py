@@ -154,6 +154,8 @@ class _Trainer:
         model = create_model(config.model, **self.model_cfg)
         if not isinstance(model, FERModel):
             raise ConfigError(f"model {config.model!r} is not a cvfer FERModel")
+        if config.sync_batchnorm and self.context.enabled:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model.to(self.context.device)
         self.data = self._load_data(identity_encoder, identity_dim)
         if self.data.train.frame_size != (image_size, image_size):
