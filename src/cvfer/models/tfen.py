@@ -6,6 +6,7 @@ alternation every S steps (Eq. 3-6, Algorithm 1). Choices the paper leaves open:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,6 +40,13 @@ TFEN_PRESET: dict[str, Any] = {
 }
 
 Decoupling = Literal["decoupler", "concat", "none"]
+
+
+@dataclass
+class TFENOutput(FEROutput):
+    """FEROutput plus the per-frame TFE maps (B·T, 128, h, w) that the adversary reads while training."""
+
+    typical_features: Tensor
 
 
 def _conv1x1_group() -> nn.Sequential:
@@ -144,9 +152,11 @@ class TFENRecognizer(nn.Module):
         # Fig. 8: the per-frame recognition results are averaged over the sequence.
         return FEROutput(frame_logits.mean(dim=1), frame_features.mean(dim=1))
 
-    def forward(self, batch: dict[str, Tensor]) -> FEROutput:
+    def forward(self, batch: dict[str, Tensor]) -> TFENOutput:
         frames = batch["frames"]
-        return self.classify(self.typical_features(frames), frames.shape[1])
+        tfe = self.typical_features(frames)
+        out = self.classify(tfe, frames.shape[1])
+        return TFENOutput(out.logits, out.features, tfe)
 
 
 class TFEN(FERModel):
@@ -229,7 +239,7 @@ class TFEN(FERModel):
                 "pass weights of cvfer.models.backbones.ResNet18(squeeze_excitation=True)",
             ) from None
 
-    def forward(self, batch: dict[str, Tensor]) -> FEROutput:
+    def forward(self, batch: dict[str, Tensor]) -> TFENOutput:
         return self.recognizer(batch)
 
     def inference_module(self) -> nn.Module:
@@ -248,7 +258,7 @@ class TFEN(FERModel):
         frames = batch["frames"]
         num_frames = frames.shape[1]
         if self.adversary is None:
-            out = self.recognizer(batch)
+            out = self(batch)
             ce = nn.functional.cross_entropy(out.logits, batch["label"])
             return {"main": ce}, {"ce": float(ce.detach())}
         subjects = batch["subject"]
@@ -264,10 +274,9 @@ class TFEN(FERModel):
             scores = identity_scores(self.adversary, tfe, num_frames)
             face_mse = (scores - one_hot).square().sum(dim=1).mean()  # Eq. 5
             return {"adversary": face_mse}, {"face_mse": float(face_mse.detach())}
-        tfe = self.recognizer.typical_features(frames)
-        out = self.recognizer.classify(tfe, num_frames)
+        out = self(batch)
         ce = nn.functional.cross_entropy(out.logits, batch["label"])  # Eq. 4
-        scores = identity_scores(self.adversary, tfe, num_frames)
+        scores = identity_scores(self.adversary, out.typical_features, num_frames)
         uniform_mse = (scores - 1.0 / self.num_subjects).square().sum(dim=1).mean()  # Eq. 6, sign folded into Eq. 3
         loss = self.alpha * ce + uniform_mse  # Eq. 3 with Eq. 6: minimised by E, D, T
         logs = {"ce": float(ce.detach()), "uniform_mse": float(uniform_mse.detach()), "loss": float(loss.detach())}
