@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
 from cvfer.cli import main
 from cvfer.codec import write_video
+from cvfer.errors import ConfigError
 from cvfer.eval.bench import benchmark, decode_all_frames, gmacs_per_clip
 
 
@@ -48,10 +50,15 @@ def test_bench_prints_a_table_for_two_clips(tmp_path, capsys):
 
 def test_benchmark_result_fields(tmp_path):
     clips = _clips(tmp_path)
-    result = benchmark(clips, ["cnn-lstm"], threads=1, batch_sizes=[1, 2], repeats=1, decode_floor=False)
+    result = benchmark(
+        clips, ["cnn-lstm:hidden_size=64"], threads=1, batch_sizes=[1, 2], repeats=1, decode_floor=False, num_frames=4
+    )
     timing = result.models[0]
     assert result.frames_per_clip == 12 and result.decode_fps is None
+    assert timing.name == "cnn-lstm:hidden_size=64" and timing.inputs == ("frames",)
     assert set(timing.fps) == {1, 2} and all(value > 0 for value in timing.fps.values())
-    # ResNet-18 + LSTM(512 → 512) + classifier: 11.2 M + 2.1 M + 3.6 k parameters.
-    assert 13.0e6 < timing.parameters < 13.6e6
+    # ResNet-18 (11.18 M) + LSTM 512 → 64 (4 · (512·64 + 64·64 + 2·64) = 148 k) + classifier (455).
+    assert timing.parameters == 11_176_512 + 147_968 + 455
     assert timing.gmacs_per_clip > 0
+    with pytest.raises(ConfigError, match="not key=value"):
+        benchmark(clips, ["cnn-lstm:hidden_size"], repeats=1, decode_floor=False)

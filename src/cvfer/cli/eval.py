@@ -66,7 +66,13 @@ def _run_bench(args: argparse.Namespace) -> int:
     batch_sizes = [int(value) for value in args.batch.split(",") if value.strip()]
     models = [name.strip() for name in args.models.split(",") if name.strip()]
     result = benchmark(
-        args.videos, models, threads=args.threads, batch_sizes=batch_sizes, repeats=args.repeats, decode_floor=True
+        args.videos,
+        models,
+        threads=args.threads,
+        batch_sizes=batch_sizes,
+        repeats=args.repeats,
+        decode_floor=True,
+        num_frames=args.num_frames,
     )
     print(bench_table(result))
     if args.json:
@@ -136,10 +142,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     bench = subparsers.add_parser("bench", help="frames per second, parameters and GMACs of test-time models")
     bench.add_argument("videos", nargs="+", help="clips to time (the same clips for every model)")
-    bench.add_argument("--models", required=True, help="comma-separated model.pt paths or registered names")
+    bench.add_argument(
+        "--models", required=True, help="comma-separated model.pt paths or registered names (NAME:key=value for options)"
+    )
     bench.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     bench.add_argument("--batch", default="1,8", help="comma-separated batch sizes (default 1,8)")
     bench.add_argument("--repeats", type=int, default=3, help="timed passes over the clips (default 3)")
+    bench.add_argument("--num-frames", type=int, default=8, help="time steps T of models given by name (default 8)")
     bench.add_argument("--json", help="also write the results to this JSON file")
     bench.set_defaults(func=_run_bench)
 

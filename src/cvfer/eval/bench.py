@@ -156,8 +156,10 @@ def benchmark(
     batch_sizes: Sequence[int] = (1, 8),
     repeats: int = 3,
     decode_floor: bool = True,
+    num_frames: int = DEFAULT_NUM_FRAMES,
 ) -> BenchResult:
-    """Time every model (a model.pt path or a registered name, random weights) on the same `videos`."""
+    """Time every model on the same `videos`: a model.pt path, or a registered name (random weights,
+    `num_frames` time steps, options as `NAME:key=value`, see `predictor_for_name`)."""
     if not videos:
         raise CompressedVideoError("no clips given", fix="pass at least one video file")
     if any(size < 1 for size in batch_sizes) or repeats < 1 or threads < 1:
@@ -165,7 +167,7 @@ def benchmark(
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _benchmark(videos, models, threads, batch_sizes, repeats, decode_floor)
+        return _benchmark(videos, models, threads, batch_sizes, repeats, decode_floor, num_frames)
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -177,6 +179,7 @@ def _benchmark(
     batch_sizes: Sequence[int],
     repeats: int,
     decode_floor: bool,
+    num_frames: int,
 ) -> BenchResult:
     from cvfer.eval.predict import count_frames, load_model, predictor_for_name
 
@@ -195,7 +198,7 @@ def _benchmark(
         if Path(model).is_file():
             predictor = load_model(model)
         else:
-            predictor = predictor_for_name(model, clips[0], num_classes=DEFAULT_NUM_CLASSES, num_frames=DEFAULT_NUM_FRAMES)
+            predictor = predictor_for_name(model, clips[0], num_classes=DEFAULT_NUM_CLASSES, num_frames=num_frames)
         timing = time_model(predictor, clips, frames, batch_sizes, repeats)
         if Path(model).is_file():
             timing.name = f"{timing.name} [{model}]"

@@ -10,6 +10,7 @@ inputs are exactly what the model was trained on.
 from __future__ import annotations
 
 import hashlib
+import json
 import tempfile
 import time
 import warnings
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 from cvfer.data.manifest import ClipRecord, Manifest
-from cvfer.errors import CheckpointError, CompressedVideoError, CvferError
+from cvfer.errors import CheckpointError, CompressedVideoError, ConfigError, CvferError
 
 CHECKPOINT_KEYS = ("name", "cfg", "classes", "state_dict", "data")
 TARGET_KEYS = ("label", "subject")
@@ -207,16 +208,31 @@ def load_model(path: str | Path) -> Predictor:
     return Predictor(module, checkpoint["name"], checkpoint["classes"], data)
 
 
-def predictor_for_name(name: str, clip: str | Path, *, num_classes: int = 7, num_frames: int = 8) -> Predictor:
-    """A registered model with random weights, sized for `clip` (for speed measurements)."""
+def predictor_for_name(spec: str, clip: str | Path, *, num_classes: int = 7, num_frames: int = 8) -> Predictor:
+    """A registered model with random weights, sized for `clip` (for speed measurements).
+
+    `spec` is a model name, optionally with builder options: `cnn-lstm:input_size=112:hidden_size=256`
+    (values read as JSON, else kept as text).
+    """
     from cvfer.models import create_model
 
+    name, *assignments = spec.split(":")
+    options: dict[str, Any] = {}
+    for assignment in assignments:
+        key, separator, raw = assignment.partition("=")
+        if not separator or not key:
+            raise ConfigError(f"model option {assignment!r} in {spec!r} is not key=value", fix="e.g. cnn-lstm:input_size=112")
+        try:
+            options[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key] = raw
     _, height, width = _stream_summary(Path(clip))
     if height != width:
         raise CompressedVideoError(f"is {height}×{width}; benchmark clips must be square", clip, "re-encode it square")
-    model = create_model(name, num_classes=num_classes, image_size=height, num_frames=num_frames)
+    sizes = {"num_classes": num_classes, "image_size": height, "num_frames": num_frames}
+    model = create_model(name, **{**sizes, **options})
     data = {"image_size": height, "num_frames": num_frames, "inputs": model.test_inputs, "face_crop": False}
-    return Predictor(model.inference_module(), name, [f"class_{index}" for index in range(num_classes)], data)
+    return Predictor(model.inference_module(), spec, [f"class_{index}" for index in range(num_classes)], data)
 
 
 def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
