@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from cvfer.errors import CheckpointError, ConfigError, CvferError
+from cvfer.eval.protocol import read_features, read_predictions
 from cvfer.train import train
 from cvfer.train import loop as train_loop
 from cvfer.train.loop import epoch_order, global_batches
@@ -52,6 +53,19 @@ def test_run_writes_every_output(reference_run):
         assert features["train_features"].shape == (9, 6) and features["test_features"].shape == (3, 6)
         assert set(features["test_subjects"]) == {"s3"} and len(features["train_labels"]) == 9
         assert "train_identity" not in features.files  # the tiny model takes no z_I
+    # What `cvfer cv` reads back (cvfer.eval.protocol) understands these files.
+    fold_features = read_features(run / "features.npz")
+    assert fold_features.expression.shape == (12, 6) and fold_features.is_test.sum() == 3
+    labels, predicted = read_predictions(run / "predictions.csv", saved["classes"])
+    assert len(labels) == 3 and set(predicted) <= {0, 1, 2}
+
+
+def test_validation_subjects_are_held_out_of_training(reference_run, make_config, tmp_path):
+    data, _ = reference_run
+    result = train(make_config(epochs=1, val_fraction=0.34), data, 0, tmp_path / "run")
+    assert {"val_war", "val_uar"} <= set(result.history[0])
+    with np.load(result.out_dir / "features.npz") as features:
+        assert len(features["train_labels"]) == 6 and len(set(features["train_subjects"])) == 2
 
 
 def test_tiny_model_learns_the_fake_task(fake_data, make_config, tmp_path):

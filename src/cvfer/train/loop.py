@@ -86,7 +86,7 @@ def train(
     previous_determinism = torch.are_deterministic_algorithms_enabled()
     try:
         if context.device.type == "cpu":
-            torch.use_deterministic_algorithms(True)
+            torch.use_deterministic_algorithms(True, warn_only=True)
         return _Trainer(config, Path(data_dir), fold, Path(out_dir), context).run(resume)
     finally:
         torch.use_deterministic_algorithms(previous_determinism)
