@@ -60,10 +60,11 @@ def test_run_writes_every_output(reference_run):
     assert len(labels) == 3 and set(predicted) <= {0, 1, 2}
 
 
-def test_validation_subjects_are_held_out_of_training(reference_run, make_config, tmp_path):
+def test_validation_hold_out_and_group_lr(reference_run, make_config, tmp_path):
     data, _ = reference_run
-    result = train(make_config(epochs=1, val_fraction=0.34), data, 0, tmp_path / "run")
+    result = train(make_config(epochs=1, val_fraction=0.34, group_lr={"critic": 0.01}), data, 0, tmp_path / "run")
     assert {"val_war", "val_uar"} <= set(result.history[0])
+    assert (result.history[0]["lr_main"], result.history[0]["lr_critic"]) == (0.05, 0.01)
     with np.load(result.out_dir / "features.npz") as features:
         assert len(features["train_labels"]) == 6 and len(set(features["train_subjects"])) == 2
 
@@ -165,10 +166,12 @@ def test_persistent_nan_stops_with_clear_error(reference_run, make_config, tmp_p
         train(config, data, 0, tmp_path / "run")
 
 
-def test_missing_fold_is_a_config_error(reference_run, make_config, tmp_path):
+def test_missing_fold_and_unknown_group_are_config_errors(reference_run, make_config, tmp_path):
     data, _ = reference_run
     with pytest.raises(ConfigError, match="fold 5 does not exist"):
         train(make_config(), data, 5, tmp_path / "run")
+    with pytest.raises(ConfigError, match=r"group_lr names groups \['mine'\]"):
+        train(make_config(group_lr={"mine": 0.1}), data, 0, tmp_path / "run")
 
 
 def test_data_order_depends_on_seed_and_epoch_only():

@@ -66,13 +66,11 @@ class TrainResult:
 
 @dataclass
 class _Data:
-    """The datasets of one fold and the model inputs to load from them."""
+    """The datasets of one fold: training, test (monitoring and outputs) and optional validation."""
 
-    manifest: Manifest
     train: ClipDataset
     test: ClipDataset
     val: ClipDataset | None
-    identity_dim: int | None
 
 
 def train(
@@ -157,7 +155,7 @@ class _Trainer:
         if config.sync_batchnorm and self.context.enabled:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model.to(self.context.device)
-        self.data = self._load_data(identity_encoder, identity_dim)
+        self.data = self._load_data(identity_encoder)
         if self.data.train.frame_size != (image_size, image_size):
             raise DatasetError(
                 f"frames are {self.data.train.frame_size}, dataset.json says {image_size}",
@@ -165,6 +163,11 @@ class _Trainer:
                 "re-prepare the dataset with square frames",
             )
         self.groups = _parameter_groups(self.model)
+        unknown_groups = sorted(set(config.group_lr) - set(self.groups))
+        if unknown_groups:
+            raise ConfigError(
+                f"group_lr names groups {unknown_groups}; model {config.model!r} has {sorted(self.groups)}"
+            )
         self.optimizers = {name: self._optimizer(name, params) for name, params in self.groups.items()}
         self.schedulers = {
             name: make_scheduler(optimizer, config.lr_schedule, config.lr_schedule_params, config.epochs)
@@ -225,7 +228,7 @@ class _Trainer:
         encoder = _load_identity_encoder(self.config.identity_encoder)
         return encoder, int(encoder.dim)
 
-    def _load_data(self, identity_encoder: Any, identity_dim: int | None) -> _Data:
+    def _load_data(self, identity_encoder: Any) -> _Data:
         from cvfer.data.splits import read_splits
 
         splits = read_splits(self.data_dir)
@@ -237,8 +240,10 @@ class _Trainer:
         split = splits.folds[self.fold]
         train_paths, val_paths = _hold_out_subjects(self.manifest, list(split.train), self.config.val_fraction, self.config.seed)
         model = self.model
-        train_inputs = (*model.train_inputs, *model.test_inputs)
-        eval_inputs = (*model.test_inputs, *(("identity",) if identity_encoder is not None else ()))
+        # z_I is loaded whenever there is an encoder, so features.npz can hold it for the MI probes.
+        identity = ("identity",) if identity_encoder is not None else ()
+        train_inputs = (*model.train_inputs, *model.test_inputs, *identity)
+        eval_inputs = (*model.test_inputs, *identity)
 
         def dataset(paths: list[str], inputs: tuple[str, ...]) -> ClipDataset:
             return ClipDataset(
@@ -252,11 +257,9 @@ class _Trainer:
             )
 
         return _Data(
-            manifest=self.manifest,
             train=dataset(train_paths, train_inputs),
             test=dataset(list(split.test), eval_inputs),
             val=dataset(val_paths, eval_inputs) if val_paths else None,
-            identity_dim=identity_dim,
         )
 
     def _optimizer(self, group: str, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
