@@ -73,6 +73,7 @@ def _run_bench(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         decode_floor=True,
         num_frames=args.num_frames,
+        clock=args.clock,
     )
     print(bench_table(result))
     if args.json:
@@ -149,6 +150,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--batch", default="1,8", help="comma-separated batch sizes (default 1,8)")
     bench.add_argument("--repeats", type=int, default=3, help="timed passes over the clips (default 3)")
     bench.add_argument("--num-frames", type=int, default=8, help="time steps T of models given by name (default 8)")
+    bench.add_argument(
+        "--clock", choices=("wall", "cpu"), default="wall", help="elapsed time, or this process's CPU time (shared machines)"
+    )
     bench.add_argument("--json", help="also write the results to this JSON file")
     bench.set_defaults(func=_run_bench)
 
