@@ -81,13 +81,16 @@ def train(
     Under `torchrun` every process trains on its shard of each global batch and only rank 0 writes.
     """
     context = setup_distributed(config.device)
-    previous_determinism = torch.are_deterministic_algorithms_enabled()
+    previous_determinism = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
     try:
         if context.device.type == "cpu":
             torch.use_deterministic_algorithms(True, warn_only=True)
         return _Trainer(config, Path(data_dir), fold, Path(out_dir), context).run(resume)
     finally:
-        torch.use_deterministic_algorithms(previous_determinism)
+        torch.use_deterministic_algorithms(previous_determinism[0], warn_only=previous_determinism[1])
         context.close()
 
 
@@ -139,23 +142,9 @@ class _Trainer:
         seed_everything(config.seed)
         identity_encoder, identity_dim = self._identity_encoder()
         self.manifest = read_manifest(self.data_dir)
-        image_size = _image_size(self.manifest)
-        self.model_cfg = {
-            "num_classes": len(self.manifest.classes),
-            "image_size": image_size,
-            "num_frames": config.num_frames,
-            **({"identity_dim": identity_dim} if identity_dim is not None else {}),
-            **({"num_subjects": len(self.manifest.subjects())} if _builder_accepts(config.model, "num_subjects") else {}),
-            **config.model_cfg,
-        }
-        torch.manual_seed(config.seed)
-        model = create_model(config.model, **self.model_cfg)
-        if not isinstance(model, FERModel):
-            raise ConfigError(f"model {config.model!r} is not a cvfer FERModel")
-        if config.sync_batchnorm and self.context.enabled:
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        self.model = model.to(self.context.device)
+        self.model = self._build_model(identity_dim)
         self.data = self._load_data(identity_encoder)
+        image_size = self.model_cfg["image_size"]
         if self.data.train.frame_size != (image_size, image_size):
             raise DatasetError(
                 f"frames are {self.data.train.frame_size}, dataset.json says {image_size}",
@@ -187,6 +176,25 @@ class _Trainer:
         for epoch in range(start_epoch, config.epochs):
             self._train_epoch(epoch)
         return self._finish()
+
+    def _build_model(self, identity_dim: int | None) -> FERModel:
+        """`create_model` with the dataset's sizes (+ identity_dim / num_subjects where the builder takes them)."""
+        config = self.config
+        self.model_cfg = {
+            "num_classes": len(self.manifest.classes),
+            "image_size": _image_size(self.manifest),
+            "num_frames": config.num_frames,
+            **({"identity_dim": identity_dim} if identity_dim is not None else {}),
+            **({"num_subjects": len(self.manifest.subjects())} if _builder_accepts(config.model, "num_subjects") else {}),
+            **config.model_cfg,
+        }
+        torch.manual_seed(config.seed)
+        model = create_model(config.model, **self.model_cfg)
+        if not isinstance(model, FERModel):
+            raise ConfigError(f"model {config.model!r} is not a cvfer FERModel")
+        if config.sync_batchnorm and self.context.enabled:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return model.to(self.context.device)
 
     def _checkpoint_to_resume(self, resume: bool) -> dict[str, Any] | None:
         """The checkpoint to continue from, after checking it belongs to this configuration."""
