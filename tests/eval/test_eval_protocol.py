@@ -132,9 +132,12 @@ def test_cv_end_to_end_resume_and_cross_dataset(tiny_data, tmp_path, monkeypatch
     monkeypatch.setattr("cvfer.train.train", fake_train)
     (run / "fold_01" / "fold_metrics.json").unlink()
     (run / "fold_01" / "model.pt").unlink()
-    result = run_cv(tiny_data, TrainConfig(model="cnn-lstm"), run, num_folds=2, mine_steps=20)
+    config = TrainConfig.from_dict(json.loads((run / "cv.json").read_text())["train_config"])
+    result = run_cv(tiny_data, config, run, num_folds=2, mine_steps=20)
     assert calls == [(1, True)]
     assert result.folds[0].war == metrics["folds"][0]["war"]
+    with pytest.raises(ConfigError, match="train_config.epochs"):
+        run_cv(tiny_data, config.replace(epochs=5), run, num_folds=2)
 
     # Cross-dataset: the trained folds tested on a dataset labelling only two of the classes.
     other = tmp_path / "other"

@@ -243,6 +243,30 @@ def _cross_dataset_predictions(
     return labels, predictions
 
 
+# Options that may differ when a run is resumed: where and how fast it runs, and how many folds are done.
+RESUMABLE_OPTIONS = ("device", "threads", "cache_dir")
+
+
+def _check_same_run(record_path: Path, record: dict[str, Any]) -> None:
+    """Refuse to mix a run folder's finished folds with different data or training options."""
+    if not record_path.is_file():
+        return
+    previous = json.loads(record_path.read_text(encoding="utf-8"))
+    different = [key for key in ("train_data", "test_data", "seed") if previous.get(key) != record[key]]
+    old_config, new_config = previous.get("train_config", {}), record["train_config"]
+    different += [
+        f"train_config.{key}"
+        for key in sorted(set(old_config) | set(new_config))
+        if key not in RESUMABLE_OPTIONS and old_config.get(key) != new_config.get(key)
+    ]
+    if different:
+        raise ConfigError(
+            f"holds a run with other settings ({', '.join(different)})",
+            record_path.parent,
+            "choose a new --out, or repeat the original options to resume",
+        )
+
+
 def run_cv(
     data_dir: str | Path,
     config: Any,
@@ -278,16 +302,15 @@ def run_cv(
         test_data=str(test_data if test_data is not None else data_dir),
         classes=classes,
     )
-    atomic_write_json(
-        out_dir / "cv.json",
-        {
-            "train_data": str(data_dir),
-            "test_data": None if test_data is None else str(test_data),
-            "folds": num_folds,
-            "seed": seed,
-            "train_config": dataclasses.asdict(config) if dataclasses.is_dataclass(config) else repr(config),
-        },
-    )
+    run_record = {
+        "train_data": str(data_dir),
+        "test_data": None if test_data is None else str(test_data),
+        "folds": num_folds,
+        "seed": seed,
+        "train_config": config.to_dict(),
+    }
+    _check_same_run(out_dir / "cv.json", run_record)
+    atomic_write_json(out_dir / "cv.json", run_record)
     for fold in tqdm(range(num_folds), desc="folds", unit="fold"):
         fold_dir = out_dir / f"fold_{fold:02d}"
         metrics_path = fold_dir / FOLD_METRICS
