@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as distributed_functional
+import torch.distributed._functional_collectives as functional_collectives
 from torch import nn
 
 from cvfer.errors import ConfigError
@@ -48,12 +48,14 @@ class DistributedContext:
     def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
         """Autograd-aware gather of `tensor` from every process, concatenated in rank order (dim 0).
 
-        Gradients flow back to each process's own slice, so a loss over the gathered global batch
-        (e.g. MINE's shuffled marginal) trains every shard's encoder. Shards must have equal sizes.
+        Gradients flow back to each process's own slice (the backward is a reduce-scatter sum), so a loss
+        over the gathered global batch (e.g. MINE's shuffled marginal) trains every shard's encoder.
+        Shards must have equal sizes. (torch 2.13 deprecates torch.distributed.nn.functional.all_gather
+        in favour of this functional collective.)
         """
         if not self.enabled:
             return tensor
-        return torch.cat(distributed_functional.all_gather(tensor), dim=0)
+        return functional_collectives.all_gather_single(tensor.contiguous(), 0, dist.group.WORLD)
 
     def average_gradients(self, gradients: list[torch.Tensor | None]) -> list[torch.Tensor | None]:
         """Mean of each gradient over processes, with one all-reduce per call (flattened)."""
