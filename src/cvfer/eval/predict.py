@@ -28,6 +28,7 @@ from cvfer.errors import CheckpointError, CompressedVideoError, ConfigError, Cvf
 
 CHECKPOINT_KEYS = ("name", "cfg", "classes", "state_dict", "data")
 TARGET_KEYS = ("label", "subject")
+CACHED_CLIP = "clips/clip.mp4"  # where `encode_clip` (prepare_clip with key "clip") writes
 
 
 @dataclass
@@ -105,31 +106,29 @@ class Predictor:
         codec_name, height, width = _stream_summary(path)
         return codec_name != "mpeg4" or (height, width) != (self.image_size, self.image_size)
 
-    def _encoded(self, path: Path, work_dir: Path, cache_dir: Path | None) -> tuple[Path, ClipRecord]:
-        """(folder, record) of the MIC-format clip made from `path`, in `cache_dir` when given."""
+    def _encoded(self, path: Path, work_dir: Path, cache_dir: Path | None) -> tuple[Path, str]:
+        """(dataset folder, relative clip path) of the MIC-format clip made from `path`, cached when asked."""
         if cache_dir is None:
-            return work_dir, encode_clip(path, work_dir, self.image_size, self.face_crop)
+            return work_dir, encode_clip(path, work_dir, self.image_size, self.face_crop).path
         digest = hashlib.sha256(f"{self.image_size}:{self.face_crop}".encode())
         for file in _image_files(path) if path.is_dir() else (path,):
             digest.update(file.read_bytes())
         cached = cache_dir / digest.hexdigest()[:32]
-        if (cached / "clips" / "clip.mp4").is_file():
-            return cached, self._record(cached / "clips" / "clip.mp4", "clips/clip.mp4")
-        return cached, encode_clip(path, cached, self.image_size, self.face_crop)
+        if not (cached / CACHED_CLIP).is_file():
+            encode_clip(path, cached, self.image_size, self.face_crop)
+        return cached, CACHED_CLIP
 
-    def _record(self, clip: Path, relative_path: str) -> ClipRecord:
-        num_frames = count_frames(clip) if "frames" in self.inputs else 0  # only decoded frames are sampled by count
-        return ClipRecord(relative_path, "unknown", "unknown", 0, num_frames, "predict")
-
-    def _load(self, root: Path, record: ClipRecord) -> dict[str, torch.Tensor]:
-        """The clip's model inputs (no batch dimension), read by the training data code."""
+    def _load(self, root: Path, relative_path: str) -> dict[str, torch.Tensor]:
+        """The clip's model inputs (no batch dimension), read by the training data code (`ClipDataset`)."""
         from cvfer.data.dataset import ClipDataset
 
-        record = ClipRecord(record.path, record.subject, self.classes[0], 0, record.num_frames, record.protocol)
+        # Decoded frames are sampled over the clip's length; the label is a placeholder ClipDataset requires.
+        num_frames = count_frames(root / relative_path) if "frames" in self.inputs else 0
+        record = ClipRecord(relative_path, "unknown", self.classes[0], 0, num_frames, "predict")
         manifest = Manifest(root=root, clips=[record], classes=self.classes)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            dataset = ClipDataset(manifest, [record.path], self.inputs, self.num_frames, progress=False)
+            warnings.simplefilter("ignore")  # an unreadable clip raises below; no need to warn twice
+            dataset = ClipDataset(manifest, [relative_path], self.inputs, self.num_frames, progress=False)
         batch = dataset.batch([0], keys=self.inputs)
         return {key: batch[key][0] for key in self.inputs}
 
@@ -141,12 +140,11 @@ class Predictor:
         cache = None if cache_dir is None else Path(cache_dir)
         if not self._needs_encoding(path):
             try:
-                return self._load(path.parent, self._record(path, path.name))
+                return self._load(path.parent, path.name)
             except CvferError:
                 pass  # e.g. B frames or several I frames: re-encode below
         with tempfile.TemporaryDirectory(prefix="cvfer-predict-") as work_dir:
-            root, record = self._encoded(path, Path(work_dir), cache)
-            return self._load(root, record)
+            return self._load(*self._encoded(path, Path(work_dir), cache))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Class probabilities (B, C) of a batch of inputs."""
