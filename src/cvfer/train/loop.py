@@ -45,8 +45,8 @@ from cvfer.train.schedules import make_scheduler
 PREDICTIONS_CSV = "predictions.csv"
 FEATURES_NPZ = "features.npz"
 CONFIG_JSON = "config.json"
-# Options that may change when resuming (where it runs, and extending a run to more epochs).
-RESUMABLE_CHANGES = ("epochs", "device", "threads")
+# Options that may change when resuming: where it runs, its patience, and extending it to more epochs.
+RESUMABLE_CHANGES = ("epochs", "device", "threads", "cache_dir", "max_bad_steps")
 EVAL_BATCH = 64
 CURVES_EVERY = 10  # epochs between redraws of curves.png (drawing costs about a second)
 
@@ -215,7 +215,7 @@ class _Trainer:
             raise CheckpointError(
                 f"was written with different options {changed}",
                 self.checkpoint_path,
-                "resume with the original options (only epochs, device and threads may change)",
+                f"resume with the original options (only {', '.join(RESUMABLE_CHANGES)} may change)",
             )
         if checkpoint["epoch"] > self.config.epochs:
             raise CheckpointError(
