@@ -147,10 +147,18 @@ def time_model(
 
 
 def _machine() -> dict[str, str]:
+    """CPU model and count, OS, torch and PyAV versions: what a timing depends on."""
+    import os
     import platform
 
+    processor = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        processor = names[0] if names else processor
     return {
-        "processor": platform.processor() or platform.machine(),
+        "processor": processor,
+        "cpus": str(os.cpu_count()),
         "system": platform.platform(),
         "torch": torch.__version__,
         "av": av.__version__,
@@ -225,7 +233,8 @@ def bench_table(result: BenchResult) -> str:
     batch_columns = " | ".join(f"fps (batch {size})" for size in result.batch_sizes)
     lines = [
         f"{len(result.clips)} clips, {result.frames_per_clip:.0f} frames each on average, {result.threads} thread(s), "
-        f"{result.clock} clock, mean of {result.repeats} passes",
+        f"{result.clock} clock, mean of {result.repeats} passes; "
+        + ", ".join(f"{key} {value}" for key, value in result.machine.items()),
         "",
         f"| model | inputs | {batch_columns} | pre-process ms/clip | forward ms/clip (batch 1) | params (M) | GMACs/clip |",
         "|---|---|" + "---|" * len(result.batch_sizes) + "---|---|---|---|",
