@@ -189,7 +189,13 @@ class _Trainer:
             **config.model_cfg,
         }
         torch.manual_seed(config.seed)
-        model = create_model(config.model, **self.model_cfg)
+        try:
+            model = create_model(config.model, **self.model_cfg)
+        except TypeError as error:  # an option the builder does not take, e.g. --alpha for cnn-lstm
+            raise ConfigError(
+                f"model {config.model!r} rejects its options ({error})",
+                fix="drop the model options (--alpha, --mi-estimator, --set model.KEY) it does not take",
+            ) from None
         if not isinstance(model, FERModel):
             raise ConfigError(f"model {config.model!r} is not a cvfer FERModel")
         if config.sync_batchnorm and self.context.enabled:
