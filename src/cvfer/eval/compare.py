@@ -1,0 +1,325 @@
+"""`cvfer compare`: several systems through one protocol, summed up in one table (compare.md, compare.json).
+
+Every model is cross-validated by `cvfer.eval.protocol.run_cv` on the same folds into `OUT/<model>/`
+(finished folds are reused, a partial one resumes), starting from its own preset where one exists
+(`model_preset`). Afterwards every model's test-time network (fold 0's `model.pt`) is timed by
+`cvfer.eval.bench` on the same fixed clips of the dataset, one model after the other in this process.
+A model that fails is recorded with its error (traceback in `OUT/<model>/error.txt`); the others still run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import platform
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from cvfer.errors import ConfigError, CvferError
+from cvfer.io import atomic_write_json, atomic_write_text
+
+COMPARE_MD = "compare.md"
+COMPARE_JSON = "compare.json"
+ERROR_TXT = "error.txt"
+# Options that may differ between the run that trained a model's folds and a run reusing them.
+REUSABLE_CHANGES = ("threads", "device", "cache_dir")
+
+
+@dataclass
+class ModelComparison:
+    """One row of the comparison: cross-validation summary and test-time cost of one model."""
+
+    name: str
+    preset: str  # where the model's training settings come from, in words
+    train_config: dict[str, Any]
+    run_dir: str
+    summary: dict[str, dict[str, float]] | None = None  # `CVResult.summary()`
+    timing: dict[str, Any] | None = None  # `cvfer.eval.bench.ModelTiming` as a dict
+    error: str | None = None
+
+
+@dataclass
+class ComparisonResult:
+    """A comparison run: data, protocol, benchmark settings and one `ModelComparison` per model."""
+
+    data: str
+    folds: int
+    bench_clips: list[str]
+    bench_frames_per_clip: float
+    bench_threads: int
+    bench_batch: int
+    bench_repeats: int
+    decode_fps: float | None
+    models: list[ModelComparison] = field(default_factory=list)
+    machine: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON."""
+        return dataclasses.asdict(self)
+
+
+def model_preset(name: str) -> tuple[dict[str, Any], str]:
+    """(flat preset, description) a model's training starts from: its paper's settings where cvfer has them.
+
+    Flat presets mix `TrainConfig` fields and model options, as `cvfer.models.mic.MIC_PRESETS` does.
+    MIC variants start from the `demo` preset; TFEN and CEFLNet from their papers' presets with CPU-sized
+    inputs (frames at the stored size instead of 224×224; CEFLNet sees 16 frames instead of 75); any other
+    model from the `TrainConfig` defaults.
+    """
+    from cvfer.train.config import DEMO_PRESET
+
+    if name.startswith("mic"):
+        return {**DEMO_PRESET, "model": name}, "demo preset (MIC settings for CPU, synthetic f_I)"
+    if name.startswith("tfen"):
+        from cvfer.models.tfen import TFEN_PRESET
+
+        preset = {**TFEN_PRESET, "model": name, "input_size": None}
+        return preset, "TFEN paper preset (SGD, 7 frames), input at the stored frame size instead of 224"
+    if name.startswith("ceflnet"):
+        from cvfer.models.ceflnet import CEFLNET_PRESET
+
+        preset = {**CEFLNET_PRESET, "model": name, "input_size": None, "num_frames": 16}
+        return preset, "CEFLNet paper preset (Adam, cosine), input at the stored frame size, 16 frames instead of 75"
+    return {"model": name}, "TrainConfig defaults (no preset)"
+
+
+def config_from_preset(preset: dict[str, Any]) -> Any:
+    """A `TrainConfig` from a flat preset: keys naming a field set it, the others go to `model_cfg`."""
+    from cvfer.train.config import TrainConfig
+
+    fields = {item.name for item in dataclasses.fields(TrainConfig)}
+    settings = {key: value for key, value in preset.items() if key in fields}
+    model_cfg = {key: value for key, value in preset.items() if key not in fields}
+    return TrainConfig.from_dict({**settings, "model_cfg": {**settings.get("model_cfg", {}), **model_cfg}})
+
+
+def split_setting(assignment: str) -> tuple[str | None, str]:
+    """`"tfen:model.alpha=1"` → ("tfen", "model.alpha=1"); `"lr=0.01"` → (None, "lr=0.01")."""
+    key = assignment.partition("=")[0]
+    if ":" not in key:
+        return None, assignment
+    model, _, rest = assignment.partition(":")
+    if not model or not rest:
+        raise ConfigError(f"--set {assignment!r} is not [MODEL:]KEY=VALUE", fix="e.g. --set tfen:model.alpha=1")
+    return model, rest
+
+
+def compare_config(name: str, options: dict[str, Any] | None = None, settings: Sequence[str] = ()) -> tuple[Any, str]:
+    """(TrainConfig, preset description) of model `name`: its preset, then `options` (TrainConfig fields,
+    None ignored) for every model, then each `[MODEL:]KEY=VALUE` setting that is global or names `name`."""
+    preset, description = model_preset(name)
+    config = config_from_preset(preset)
+    changes = {key: value for key, value in (options or {}).items() if value is not None}
+    if changes:
+        config = config.replace(**changes)
+    for assignment in settings:
+        target, setting = split_setting(assignment)
+        if target is None or target == name:
+            config = config.with_setting(setting)
+    return config, description
+
+
+def bench_clip_paths(data_dir: str | Path, count: int) -> list[Path]:
+    """`count` clips of the dataset spread evenly over its manifest sorted by path (the same clips every run)."""
+    from cvfer.data.manifest import read_manifest
+
+    if count < 1:
+        raise ConfigError(f"--bench-clips {count}: at least one clip is needed", fix="use --bench-clips 1 or more")
+    manifest = read_manifest(data_dir)
+    clips = sorted(manifest.clips, key=lambda clip: clip.path)
+    if not clips:
+        raise ConfigError("the manifest lists no clips", Path(data_dir) / "manifest.csv", "prepare the dataset again")
+    picks = np.unique(np.linspace(0, len(clips) - 1, min(count, len(clips))).round().astype(int))
+    return [manifest.video_path(clips[index]) for index in picks]
+
+
+def _check_reusable(run_dir: Path, config: Any) -> None:
+    """Raise `ConfigError` when `run_dir` holds folds trained with other options than `config`."""
+    cv_json = run_dir / "cv.json"
+    if not cv_json.is_file():
+        return
+    try:
+        saved = json.loads(cv_json.read_text(encoding="utf-8")).get("train_config", {})
+    except (OSError, json.JSONDecodeError, AttributeError):
+        raise ConfigError("is unreadable", cv_json, "delete the model's folder to start it again") from None
+    current = config.to_dict()
+    changed = sorted(key for key in current if key not in REUSABLE_CHANGES and saved.get(key) != current[key])
+    if changed:
+        raise ConfigError(
+            f"holds folds trained with other options {changed}",
+            run_dir,
+            "re-run with the original options, or choose another --out",
+        )
+
+
+def _record_error(row: ModelComparison, run_dir: Path, error: Exception) -> None:
+    row.error = f"{type(error).__name__}: {error}" if not isinstance(error, CvferError) else str(error)
+    if run_dir.is_dir():
+        atomic_write_text(run_dir / ERROR_TXT, "".join(traceback.format_exception(error)))
+
+
+def run_compare(
+    data_dir: str | Path,
+    models: Sequence[str],
+    out_dir: str | Path,
+    *,
+    num_folds: int | None = None,
+    options: dict[str, Any] | None = None,
+    settings: Sequence[str] = (),
+    bench_clips: int = 8,
+    bench_threads: int = 1,
+    bench_batch: int = 1,
+    bench_repeats: int = 3,
+    mine_steps: int = 300,
+) -> ComparisonResult:
+    """Cross-validate and time every model of `models` on `data_dir`; write compare.md and compare.json."""
+    from cvfer.data.splits import read_splits
+    from cvfer.eval.bench import benchmark, time_decode
+    from cvfer.eval.predict import count_frames
+    from cvfer.eval.protocol import run_cv
+    from cvfer.models import list_models
+
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    names = list(dict.fromkeys(name.strip() for name in models if name.strip()))
+    if not names:
+        raise ConfigError("no model to compare", fix="give --models NAME,NAME,...")
+    unknown_targets = sorted({target for target, _ in map(split_setting, settings) if target and target not in names})
+    if unknown_targets:
+        raise ConfigError(f"--set names models {unknown_targets} that are not compared", fix=f"use one of {names}")
+    if bench_batch < 1 or bench_repeats < 1 or bench_threads < 1:
+        raise ConfigError("--bench-batch, --bench-repeats and --bench-threads must be >= 1")
+    clips = bench_clip_paths(data_dir, bench_clips)
+    rows: list[ModelComparison] = []
+    for name in tqdm(names, desc="compare: training", unit="model"):
+        run_dir = out_dir / name
+        row = ModelComparison(name=name, preset="", train_config={}, run_dir=str(run_dir))
+        rows.append(row)
+        try:
+            if name not in list_models():
+                raise ConfigError(f"unknown model {name!r}", fix=f"use one of {', '.join(list_models())}")
+            config, row.preset = compare_config(name, options, settings)
+            row.train_config = config.to_dict()
+            _check_reusable(run_dir, config)
+            result = run_cv(data_dir, config, run_dir, num_folds=num_folds, seed=config.seed, mine_steps=mine_steps)
+            row.summary = result.summary()
+        except Exception as error:  # a failing model is reported in its row; the others still run
+            _record_error(row, run_dir, error)
+    trained = [row for row in rows if row.error is None]
+    result = ComparisonResult(
+        data=str(data_dir),
+        folds=num_folds if num_folds is not None else len(read_splits(data_dir).folds),
+        bench_clips=[str(clip) for clip in clips],
+        bench_frames_per_clip=float(np.mean([count_frames(clip) for clip in clips])),
+        bench_threads=bench_threads,
+        bench_batch=bench_batch,
+        bench_repeats=bench_repeats,
+        decode_fps=time_decode(clips, bench_repeats),
+        models=rows,
+        machine={"processor": platform.processor() or platform.machine(), "system": platform.platform()},
+    )
+    for row in tqdm(trained, desc="compare: timing", unit="model"):
+        try:
+            timing = benchmark(
+                clips,
+                [str(Path(row.run_dir) / "fold_00" / "model.pt")],
+                threads=bench_threads,
+                batch_sizes=(bench_batch,),
+                repeats=bench_repeats,
+                decode_floor=False,
+            ).models[0]
+            row.timing = dataclasses.asdict(timing)
+            (Path(row.run_dir) / ERROR_TXT).unlink(missing_ok=True)
+        except Exception as error:  # as above: the row shows the error, the table is still written
+            _record_error(row, Path(row.run_dir), error)
+    write_comparison(result, out_dir)
+    return result
+
+
+def write_comparison(result: ComparisonResult, out_dir: str | Path) -> None:
+    """Write `compare.md` (table and notes) and `compare.json` (everything) into `out_dir`."""
+    out_dir = Path(out_dir)
+    atomic_write_json(out_dir / COMPARE_JSON, result.as_dict())
+    atomic_write_text(out_dir / COMPARE_MD, comparison_markdown(result) + "\n")
+
+
+def _mean_std_cell(summary: dict[str, dict[str, float]] | None, key: str) -> str:
+    if summary is None or key not in summary or math.isnan(summary[key]["mean"]):
+        return "–"
+    return f"{100 * summary[key]['mean']:.1f} ± {100 * summary[key]['std']:.1f}"
+
+
+def _chance_cell(summary: dict[str, dict[str, float]] | None) -> str:
+    if summary is None or math.isnan(summary["identity_probe_chance"]["mean"]):
+        return "–"
+    return f"{100 * summary['identity_probe_chance']['mean']:.1f}"
+
+
+def comparison_table(result: ComparisonResult) -> str:
+    """The markdown table: one row per model, "failed" in the rows of models that failed."""
+    lines = [
+        "| model | WAR (%) | UAR (%) | identity from z_E (%) | identity chance (%) | params (M) | GMACs/clip | fps |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in result.models:
+        timing = row.timing
+        cost = (
+            [
+                f"{timing['parameters'] / 1e6:.3g}",
+                f"{timing['gmacs_per_clip']:.3g}",
+                f"{timing['fps'][result.bench_batch]:.1f}",
+            ]
+            if timing is not None
+            else ["–", "–", "–"]
+        )
+        name = row.name if row.error is None else f"{row.name} (failed, see notes)"
+        accuracy = [
+            _mean_std_cell(row.summary, "war"),
+            _mean_std_cell(row.summary, "uar"),
+            _mean_std_cell(row.summary, "identity_probe_accuracy"),
+            _chance_cell(row.summary),
+        ]
+        lines.append("| " + " | ".join([name.replace("|", "/"), *accuracy, *cost]) + " |")
+    return "\n".join(lines)
+
+
+def comparison_markdown(result: ComparisonResult) -> str:
+    """compare.md: a title, the table, then notes on the protocol, each model's settings and any errors."""
+    decode = "–" if result.decode_fps is None else f"{result.decode_fps:.1f}"
+    lines = [
+        f"# Comparison on {result.data}",
+        "",
+        comparison_table(result),
+        "",
+        "Notes:",
+        f"- Subject-independent cross-validation, folds 0..{result.folds - 1} of splits.json; WAR, UAR and the "
+        "identity probe are mean ± std over folds (docs/compare.md).",
+        "- Identity from z_E: linear-probe subject accuracy on each fold's expression features, held-out half of "
+        "each subject's clips; chance = 1 / number of test subjects.",
+        f"- Params and GMACs/clip: the test-time module of fold 0's model.pt. fps: video frames / (pre-processing "
+        f"+ forward) at batch {result.bench_batch}, {result.bench_threads} thread(s), mean of {result.bench_repeats} "
+        f"passes over the same {len(result.bench_clips)} clips ({result.bench_frames_per_clip:.0f} frames each on "
+        f"average) in one process; bare PyAV decode of every frame: {decode} fps.",
+    ]
+    for row in result.models:
+        config = row.train_config
+        if config:
+            model_cfg = ", ".join(f"{key}={value}" for key, value in sorted(config["model_cfg"].items()))
+            lines.append(
+                f"- `{row.name}`: {row.preset}; {config['epochs']} epochs, batch {config['batch_size']}, "
+                f"{config['optimizer']} lr {config['lr']:g} ({config['lr_schedule']}), {config['num_frames']} frames"
+                + (f", f_I {config['identity_encoder']}" if config.get("identity_encoder") else "")
+                + (f"; model options: {model_cfg}" if model_cfg else "")
+                + "."
+            )
+    failed = [row for row in result.models if row.error is not None]
+    if failed:
+        lines += ["", "Errors:"]
+        lines += [f"- `{row.name}`: {str(row.error).splitlines()[0]}" for row in failed]
+    return "\n".join(lines)

@@ -1,0 +1,163 @@
+"""`cvfer compare` on a tiny synthetic benchmark: one row per model, a failing model listed, resume reuses folds.
+
+The compared models are a tiny frame-mean model registered here and CNN-LSTM on 16×16 inputs, one epoch on
+two folds, so the whole file runs in seconds on one core.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from cvfer.cli import main
+from cvfer.data.manifest import read_manifest
+from cvfer.errors import ConfigError
+from cvfer.eval.compare import (
+    COMPARE_JSON,
+    COMPARE_MD,
+    bench_clip_paths,
+    compare_config,
+    comparison_table,
+    run_compare,
+    split_setting,
+)
+from cvfer.models import list_models, register_model
+from cvfer.models.base import FERModel, FEROutput
+
+TINY = "test-compare-frame-mean"
+MODELS = [TINY, "cnn-lstm", "no-such-model"]
+SMALL_CNN_LSTM = ["cnn-lstm:model.input_size=16", "cnn-lstm:model.hidden_size=8"]
+
+
+class FrameMeanModel(FERModel):
+    """Mean colour of each frame → linear → tanh → classifier: the cheapest model of decoded frames."""
+
+    train_inputs = ("frames", "label")
+    test_inputs = ("frames",)
+
+    def __init__(self, num_classes: int, image_size: int, num_frames: int):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(3 * num_frames, 8), nn.Tanh())
+        self.classifier = nn.Linear(8, num_classes)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> FEROutput:
+        features = self.encoder(batch["frames"].mean(dim=(3, 4)).flatten(1))
+        return FEROutput(self.classifier(features), features)
+
+
+if TINY not in list_models():
+
+    @register_model(TINY)
+    def frame_mean(num_classes: int = 7, image_size: int = 64, num_frames: int = 8) -> FrameMeanModel:
+        return FrameMeanModel(num_classes, image_size, num_frames)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    from cvfer.data.synthetic import generate_benchmark
+
+    root = tmp_path_factory.mktemp("compare") / "data"
+    generate_benchmark(root, preset="tiny", seed=0, progress=False, num_subjects=4, size=32, num_frames=6, folds=2)
+    return root
+
+
+@pytest.fixture(scope="module")
+def compared(tiny_data, tmp_path_factory):
+    """(out folder, exit code) of one `cvfer compare` run over MODELS."""
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("compare") / "run"
+    argv = [
+        "compare", "--data", str(tiny_data), "--models", ",".join(MODELS), "--folds", "2", "--out", str(out),
+        "--epochs", "1", "--batch-size", "8", "--num-frames", "2", "--threads", "1",
+        "--bench-clips", "2", "--bench-repeats", "1", "--mine-steps", "5",
+        *[item for setting in SMALL_CNN_LSTM for item in ("--set", setting)],
+    ]
+    return out, main(argv), argv
+
+
+def test_table_has_a_row_per_model_with_finite_numbers(compared):
+    out, _, _ = compared
+    document = json.loads((out / COMPARE_JSON).read_text(encoding="utf-8"))
+    rows = {row["name"]: row for row in document["models"]}
+    assert list(rows) == MODELS
+    for name in (TINY, "cnn-lstm"):
+        row = rows[name]
+        assert row["error"] is None
+        for key in ("war", "uar", "identity_probe_accuracy", "identity_probe_chance"):
+            assert math.isfinite(row["summary"][key]["mean"]) and row["summary"][key]["folds"] == 2
+        assert row["summary"]["identity_probe_chance"]["mean"] == pytest.approx(1 / 4)
+        timing = row["timing"]
+        assert timing["parameters"] > 0 and timing["gmacs_per_clip"] > 0 and math.isfinite(timing["fps"]["1"])
+    # The tiny model has 3·2·8 + 8 + 8·7 + 7 weights (7 classes); CNN-LSTM's ResNet-18 alone has millions.
+    assert rows[TINY]["timing"]["parameters"] == 3 * 2 * 8 + 8 + 8 * 7 + 7
+    assert rows["cnn-lstm"]["timing"]["parameters"] > 1_000_000
+    assert rows["cnn-lstm"]["train_config"]["model_cfg"] == {"input_size": 16, "hidden_size": 8}
+    assert rows[TINY]["train_config"]["model_cfg"] == {}
+    table = (out / COMPARE_MD).read_text(encoding="utf-8")
+    for name in (TINY, "cnn-lstm"):
+        line = next(line for line in table.splitlines() if line.startswith(f"| {name} |"))
+        assert line.count("|") == 9 and "–" not in line
+
+
+def test_failing_model_is_listed_and_the_rest_still_run(compared):
+    out, exit_code, _ = compared
+    assert exit_code == 1
+    document = json.loads((out / COMPARE_JSON).read_text(encoding="utf-8"))
+    failed = next(row for row in document["models"] if row["name"] == "no-such-model")
+    assert "unknown model 'no-such-model'" in failed["error"] and failed["summary"] is None
+    table = (out / COMPARE_MD).read_text(encoding="utf-8")
+    assert "| no-such-model (failed, see notes) | – |" in table
+    assert "- `no-such-model`: unknown model 'no-such-model'" in table
+    assert not (out / "no-such-model").exists()
+
+
+def test_resume_reuses_finished_folds(compared):
+    out, _, argv = compared
+    fold_files = sorted(out.glob("*/fold_*/fold_metrics.json")) + sorted(out.glob("*/fold_*/model.pt"))
+    assert len(fold_files) == 2 * 2 * 2
+    before = {path: path.stat().st_mtime_ns for path in fold_files}
+    assert main(argv) == 1
+    assert {path: path.stat().st_mtime_ns for path in fold_files} == before
+
+
+def test_resume_with_other_options_is_refused_per_model(compared, tiny_data):
+    out, _, _ = compared
+    result = run_compare(
+        tiny_data, [TINY], out, num_folds=2, options={"epochs": 2, "batch_size": 8, "num_frames": 2, "threads": 1},
+        bench_clips=1, bench_repeats=1, mine_steps=5,
+    )
+    assert "other options ['epochs']" in result.models[0].error
+    assert "failed" in comparison_table(result)
+
+
+def test_presets_and_per_model_settings():
+    tfen, note = compare_config("tfen", {"epochs": 3}, ["lr=0.5", "tfen:model.alpha=1", "cnn-lstm:model.hidden_size=4"])
+    assert tfen.optimizer == "sgd" and tfen.epochs == 3 and tfen.lr == 0.5 and tfen.num_frames == 7
+    assert tfen.model_cfg["alpha"] == 1 and tfen.model_cfg["input_size"] is None and "hidden_size" not in tfen.model_cfg
+    assert "TFEN" in note
+    ceflnet, _ = compare_config("ceflnet")
+    assert ceflnet.num_frames == 16 and ceflnet.model_cfg["input_size"] is None
+    mic, _ = compare_config("mic-mi")
+    assert mic.model == "mic-mi" and mic.identity_encoder == "synthetic" and "alpha" not in mic.model_cfg
+    assert split_setting('lr_schedule_params={"a": 1}') == (None, 'lr_schedule_params={"a": 1}')
+    with pytest.raises(ConfigError):
+        split_setting(":lr=1")
+
+
+def test_bench_clips_are_fixed_and_spread(tiny_data):
+    clips = bench_clip_paths(tiny_data, 3)
+    assert clips == bench_clip_paths(tiny_data, 3) and len(set(clips)) == 3
+    assert all(path.is_file() for path in clips)
+    assert len(bench_clip_paths(tiny_data, 10_000)) == len(read_manifest(tiny_data).clips) == 4 * 7
+    with pytest.raises(ConfigError):
+        bench_clip_paths(tiny_data, 0)
+
+
+def test_settings_for_models_not_compared_are_refused(tiny_data, tmp_path):
+    with pytest.raises(ConfigError, match="not compared"):
+        run_compare(tiny_data, [TINY], tmp_path, settings=["tfen:lr=1"])
