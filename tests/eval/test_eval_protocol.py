@@ -159,3 +159,21 @@ def test_cv_end_to_end_resume_and_cross_dataset(tiny_data, tmp_path, monkeypatch
 def test_cv_rejects_more_folds_than_the_splits_hold(tiny_data, tmp_path):
     with pytest.raises(ConfigError, match="splits.json has 6"):
         run_cv(tiny_data, TrainConfig(model="cnn-lstm"), tmp_path, num_folds=7)
+
+
+def test_run_sweep_runs_each_value_in_its_folder(tmp_path, monkeypatch):
+    seen = []
+
+    def fake_run_cv(data_dir, config, out_dir, **options):
+        seen.append((config.model_cfg["alpha"], out_dir.name, options["num_folds"]))
+        fold = score_fold(0, np.array([0, 1]), np.array([0, int(config.model_cfg["alpha"] > 0.05)]), CLASSES, {})
+        return CVResult("mic", str(data_dir), str(data_dir), CLASSES, [fold])
+
+    monkeypatch.setattr("cvfer.eval.protocol.run_cv", fake_run_cv)
+    from cvfer.eval.protocol import run_sweep
+
+    rows = run_sweep("data", TrainConfig(model="mic"), tmp_path, "alpha=0,0.1", num_folds=1)
+    assert seen == [(0, "alpha=0", 1), (0.1, "alpha=0.1", 1)]
+    assert [row["war"]["mean"] for row in rows] == [0.5, 1.0]
+    assert "| 0.1 | 100.00 ± 0.00 |" in (tmp_path / "sweep.md").read_text()
+    assert json.loads((tmp_path / "sweep.json").read_text())[0]["value"] == "0"
