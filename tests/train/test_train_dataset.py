@@ -45,6 +45,8 @@ def clip_folder(tmp_path_factory):
         records.append(ClipRecord(path, subject, label, FRAMES - 2, FRAMES, "test", extra))
     (root / "clips" / "broken.mp4").write_bytes(b"\x00\x00\x01\xb3 not really mpeg")
     records.append(ClipRecord("clips/broken.mp4", "a", "anger", 1, FRAMES, "test"))
+    write_video(root / "clips" / "small.mp4", [np.zeros((SIZE // 2, SIZE // 2, 3), np.uint8)] * FRAMES)
+    records.append(ClipRecord("clips/small.mp4", "c", "anger", 1, FRAMES, "test"))
     write_manifest(root, records, ["anger", "happiness"], {"size": [SIZE, SIZE]})
     return root
 
@@ -53,9 +55,12 @@ def test_every_batch_key_has_the_documented_layout_and_scale(clip_folder):
     manifest = read_manifest(clip_folder)
     inputs = ("residuals", "motion_vectors", "iframe", "frames", "apex", "identity")
     encoder = CountingEncoder()
-    with pytest.warns(UserWarning, match="broken.mp4: skipped"):
+    with pytest.warns(UserWarning) as caught:
         dataset = ClipDataset(manifest, [clip.path for clip in manifest.clips], inputs, T, encoder, progress=False)
-    assert len(dataset) == 3 and [path for path, _ in dataset.skipped] == ["clips/broken.mp4"]
+    assert len(dataset) == 3 and [path for path, _ in dataset.skipped] == ["clips/broken.mp4", "clips/small.mp4"]
+    messages = [str(warning.message) for warning in caught]
+    assert any("broken.mp4: skipped" in message for message in messages)
+    assert any("small.mp4: skipped (iframe has shape (8, 8, 3), other clips (16, 16, 3))" in m for m in messages)
     assert encoder.encoded == 3  # z_I once per clip, at load time
     batch = dataset.batch([0, 1])
     assert batch["residuals"].shape == (2, T, 3, SIZE, SIZE) and batch["residuals"].dtype == torch.float32

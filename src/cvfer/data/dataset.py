@@ -76,6 +76,8 @@ class ClipDataset(torch.utils.data.Dataset):
             clip = by_path[path]
             try:
                 arrays = self._load_clip(clip)
+                if self._arrays:
+                    _check_same_shapes(arrays, self._arrays[0], manifest.video_path(clip))
             except (CvferError, OSError, ValueError) as error:
                 reason = getattr(error, "problem", None) or str(error)
                 self.skipped.append((path, reason))
@@ -183,6 +185,13 @@ class ClipDataset(torch.utils.data.Dataset):
             iframes = np.stack([arrays["iframe"] for arrays in self._arrays[start : start + IDENTITY_BATCH]])
             features.append(np.asarray(identity_encoder.encode(iframes), dtype=np.float32))
         return torch.from_numpy(np.concatenate(features))
+
+
+def _check_same_shapes(arrays: dict[str, np.ndarray], first: dict[str, np.ndarray], path: Path) -> None:
+    """Clips are batched together, so every array must have the first clip's shape."""
+    for key, array in arrays.items():
+        if array.shape != first[key].shape:
+            raise DatasetError(f"{key} has shape {array.shape}, other clips {first[key].shape}", path)
 
 
 def _normalise(key: str, stacked: torch.Tensor) -> torch.Tensor:
