@@ -48,6 +48,8 @@ def test_presets_follow_the_paper():
     afew_lrs = [afew.lr * schedule_factor(afew.lr_schedule, afew.lr_schedule_params, 100, epoch) for epoch in (0, 29, 30, 60)]
     assert afew_lrs == pytest.approx([1e-4, 1e-4, 8e-6, 1e-7])
     assert demo.epochs <= 20 and demo.device == "cpu"
+    flat = TrainConfig.from_flat({"model": "tfen", "lr": 0.01, "alpha": 1.0, "model_cfg": {"input_size": 64}})
+    assert (flat.model, flat.lr, flat.model_cfg) == ("tfen", 0.01, {"input_size": 64, "alpha": 1.0})
     with pytest.raises(ConfigError, match="unknown preset"):
         preset_config("ferplus")
     layered = build_config(preset="ckplus", options={"epochs": 3, "lr": None}, model_options={"alpha": 0.5}, settings=["seed=4"])

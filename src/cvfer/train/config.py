@@ -95,6 +95,15 @@ class TrainConfig:
             raise ConfigError(f"unknown training options {unknown}; known: {sorted(known)}")
         return cls(**data)
 
+    @classmethod
+    def from_flat(cls, settings: dict[str, Any]) -> TrainConfig:
+        """Build from a flat preset such as `MIC_PRESETS["ckplus"]`: keys naming a field set it, the
+        others (e.g. `alpha`) are model options and go to `model_cfg`."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        model_cfg = {key: value for key, value in settings.items() if key not in fields}
+        known = {key: value for key, value in settings.items() if key in fields}
+        return cls.from_dict({**known, "model_cfg": {**known.get("model_cfg", {}), **model_cfg}})
+
     def to_json(self) -> str:
         """The config as indented JSON."""
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -160,16 +169,7 @@ def preset_config(name: str) -> TrainConfig:
         raise ConfigError(f"unknown preset {name!r}; known: {', '.join(preset_names())}")
     from cvfer.models.mic import MIC_PRESETS
 
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    settings: dict[str, Any] = {"model": "mic", "identity_encoder": "synthetic"}
-    model_cfg: dict[str, Any] = {}
-    for key, value in MIC_PRESETS[name].items():
-        if key in fields:
-            settings[key] = value
-        else:
-            model_cfg[key] = value
-    settings["model_cfg"] = {**settings.get("model_cfg", {}), **model_cfg}
-    return TrainConfig.from_dict(settings)
+    return TrainConfig.from_flat({"model": "mic", "identity_encoder": "synthetic", **MIC_PRESETS[name]})
 
 
 def build_config(
