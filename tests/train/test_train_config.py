@@ -26,6 +26,11 @@ def test_json_round_trip_and_unknown_keys():
 def test_invalid_values_name_the_option():
     with pytest.raises(ConfigError, match="optimizer='rmsprop'"):
         TrainConfig(optimizer="rmsprop")
+    with pytest.raises(ConfigError, match="epochs='ten' is invalid: epochs must be int"):
+        TrainConfig().with_setting("epochs=ten")
+    with pytest.raises(ConfigError, match="must be int"):
+        TrainConfig(seed=True)
+    assert TrainConfig().with_setting("lr=1").lr == 1  # JSON integers are fine where floats are meant
     with pytest.raises(ConfigError, match="batch_size=1"):
         TrainConfig(batch_size=1)
     with pytest.raises(ConfigError, match="one value per milestone"):

@@ -11,6 +11,16 @@ from typing import Any
 
 from cvfer.errors import ConfigError
 
+# Accepted Python types of each annotation used by TrainConfig (JSON gives ints where floats are meant).
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "str | None": (str, type(None)),
+    "int": (int,),
+    "float": (float, int),
+    "bool": (bool,),
+    "dict[str, Any]": (dict,),
+    "dict[str, float]": (dict,),
+}
 OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("constant", "step", "cosine")
 DEVICES = ("cpu", "cuda")
@@ -42,7 +52,7 @@ class TrainConfig:
     group_lr: dict[str, float] = field(default_factory=dict)
     seed: int = 0
     num_frames: int = 8
-    identity_encoder: str | None = None  # "synthetic", "dlib" or a path; None for models without z_I
+    identity_encoder: str | None = "synthetic"  # f_I: "synthetic", "dlib" or a path; loaded only for models taking z_I
     device: str = "cpu"
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     val_fraction: float = 0.0  # share of training subjects held out for validation metrics
@@ -55,6 +65,12 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise `ConfigError` naming the first invalid field and its allowed values."""
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            expected = _FIELD_TYPES[str(item.type)]
+            if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
+                names = "/".join("null" if kind is type(None) else kind.__name__ for kind in expected)
+                raise ConfigError(f"training option {item.name}={value!r} is invalid: {item.name} must be {names}")
         checks = [
             (self.epochs >= 1, "epochs", "must be >= 1"),
             (self.batch_size >= 2, "batch_size", "must be >= 2 (MI estimators and BatchNorm need pairs)"),
