@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -125,8 +126,9 @@ def test_resume_reuses_finished_folds(compared):
     assert {path: path.stat().st_mtime_ns for path in fold_files} == before
 
 
-def test_resume_with_other_options_is_refused_per_model(compared, tiny_data):
-    out, _, _ = compared
+def test_resume_with_other_options_is_refused_per_model(compared, tiny_data, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(compared[0] / TINY, out / TINY)
     result = run_compare(
         tiny_data, [TINY], out, num_folds=2, options={"epochs": 2, "batch_size": 8, "num_frames": 2, "threads": 1},
         bench_clips=1, bench_repeats=1, mine_steps=5,
@@ -161,3 +163,9 @@ def test_bench_clips_are_fixed_and_spread(tiny_data):
 def test_settings_for_models_not_compared_are_refused(tiny_data, tmp_path):
     with pytest.raises(ConfigError, match="not compared"):
         run_compare(tiny_data, [TINY], tmp_path, settings=["tfen:lr=1"])
+
+
+def test_more_folds_than_splits_is_refused_up_front(tiny_data, tmp_path):
+    with pytest.raises(ConfigError, match="3 folds asked for"):
+        run_compare(tiny_data, [TINY], tmp_path / "run", num_folds=3)
+    assert not (tmp_path / "run").exists()

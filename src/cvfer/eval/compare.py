@@ -76,7 +76,7 @@ def model_preset(name: str) -> tuple[dict[str, Any], str]:
     from cvfer.train.config import DEMO_PRESET
 
     if name.startswith("mic"):
-        return {**DEMO_PRESET, "model": name}, "demo preset (MIC settings for CPU, synthetic f_I)"
+        return {**DEMO_PRESET, "model": name}, "demo preset (MIC settings for CPU)"
     if name.startswith("tfen"):
         from cvfer.models.tfen import TFEN_PRESET
 
@@ -160,7 +160,8 @@ def _check_reusable(run_dir: Path, config: Any) -> None:
 
 
 def _record_error(row: ModelComparison, run_dir: Path, error: Exception) -> None:
-    row.error = f"{type(error).__name__}: {error}" if not isinstance(error, CvferError) else str(error)
+    """Put the error's one-line message in the row and its traceback in `run_dir/error.txt`."""
+    row.error = str(error) if isinstance(error, CvferError) else f"{type(error).__name__}: {error}"
     if run_dir.is_dir():
         atomic_write_text(run_dir / ERROR_TXT, "".join(traceback.format_exception(error)))
 
@@ -196,6 +197,14 @@ def run_compare(
     if bench_batch < 1 or bench_repeats < 1 or bench_threads < 1:
         raise ConfigError("--bench-batch, --bench-repeats and --bench-threads must be >= 1")
     clips = bench_clip_paths(data_dir, bench_clips)
+    available = len(read_splits(data_dir).folds)
+    folds = available if num_folds is None else num_folds
+    if not 1 <= folds <= available:
+        raise ConfigError(
+            f"{folds} folds asked for, splits.json has {available}",
+            data_dir / "splits.json",
+            f"use --folds 1..{available}",
+        )
     rows: list[ModelComparison] = []
     for name in tqdm(names, desc="compare: training", unit="model"):
         run_dir = out_dir / name
@@ -207,14 +216,14 @@ def run_compare(
             config, row.preset = compare_config(name, options, settings)
             row.train_config = config.to_dict()
             _check_reusable(run_dir, config)
-            result = run_cv(data_dir, config, run_dir, num_folds=num_folds, seed=config.seed, mine_steps=mine_steps)
-            row.summary = result.summary()
+            cv_result = run_cv(data_dir, config, run_dir, num_folds=folds, seed=config.seed, mine_steps=mine_steps)
+            row.summary = cv_result.summary()
         except Exception as error:  # a failing model is reported in its row; the others still run
             _record_error(row, run_dir, error)
     trained = [row for row in rows if row.error is None]
     result = ComparisonResult(
         data=str(data_dir),
-        folds=num_folds if num_folds is not None else len(read_splits(data_dir).folds),
+        folds=folds,
         bench_clips=[str(clip) for clip in clips],
         bench_frames_per_clip=float(np.mean([count_frames(clip) for clip in clips])),
         bench_threads=bench_threads,
@@ -314,7 +323,7 @@ def comparison_markdown(result: ComparisonResult) -> str:
             lines.append(
                 f"- `{row.name}`: {row.preset}; {config['epochs']} epochs, batch {config['batch_size']}, "
                 f"{config['optimizer']} lr {config['lr']:g} ({config['lr_schedule']}), {config['num_frames']} frames"
-                + (f", f_I {config['identity_encoder']}" if config.get("identity_encoder") else "")
+                + (f", f_I {config['identity_encoder']}" if row.name.startswith("mic") else "")
                 + (f"; model options: {model_cfg}" if model_cfg else "")
                 + "."
             )
