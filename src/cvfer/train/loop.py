@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from cvfer.data.dataset import ClipDataset
 from cvfer.data.manifest import Manifest, read_manifest
+from cvfer.data.splits import Fold, read_splits
 from cvfer.errors import CheckpointError, ConfigError, CvferError, DatasetError
 from cvfer.eval.metrics import accuracy, mean_class_accuracy
 from cvfer.io import atomic_open, atomic_write_json, atomic_write_text
@@ -140,10 +141,11 @@ class _Trainer:
         if config.threads:
             torch.set_num_threads(config.threads)
         seed_everything(config.seed)
-        identity_encoder, identity_dim = self._identity_encoder()
         self.manifest = read_manifest(self.data_dir)
+        split = self._fold_split()  # dataset problems surface before f_I is loaded (or first trained)
+        identity_encoder, identity_dim = self._identity_encoder()
         self.model = self._build_model(identity_dim)
-        self.data = self._load_data(identity_encoder)
+        self.data = self._load_data(split, identity_encoder)
         image_size = self.model_cfg["image_size"]
         if self.data.train.frame_size != (image_size, image_size):
             raise DatasetError(
@@ -242,16 +244,17 @@ class _Trainer:
         encoder = _load_identity_encoder(self.config.identity_encoder)
         return encoder, int(encoder.dim)
 
-    def _load_data(self, identity_encoder: Any) -> _Data:
-        from cvfer.data.splits import read_splits
-
+    def _fold_split(self) -> Fold:
+        """Fold `self.fold` of splits.json."""
         splits = read_splits(self.data_dir)
         if not 0 <= self.fold < len(splits.folds):
             raise ConfigError(
                 f"fold {self.fold} does not exist; splits.json has folds 0..{len(splits.folds) - 1}",
                 self.data_dir / "splits.json",
             )
-        split = splits.folds[self.fold]
+        return splits.folds[self.fold]
+
+    def _load_data(self, split: Fold, identity_encoder: Any) -> _Data:
         train_paths, val_paths = _hold_out_subjects(self.manifest, list(split.train), self.config.val_fraction, self.config.seed)
         model = self.model
         # z_I is loaded whenever there is an encoder, so features.npz can hold it for the MI probes.
