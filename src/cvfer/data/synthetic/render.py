@@ -19,7 +19,7 @@ from cvfer.errors import ConfigError
 Color = tuple[float, float, float]
 
 # Half the image side in face units at pose scale 1: the head, its hair and the neck fit inside.
-IMAGE_EXTENT = 1.38
+IMAGE_EXTENT = 1.05
 HAIR_STYLES = ("buzz", "short", "long", "volume")
 
 _SKIN_LIGHT = np.array([0.96, 0.80, 0.69])
@@ -108,7 +108,7 @@ def sample_identity(rng: np.random.Generator) -> IdentityParams:
     """Draw a random identity; the ranges are wide so identities differ far more than expressions do."""
     u = rng.uniform
     face_width = u(0.64, 0.86)
-    skin = np.clip((_SKIN_LIGHT + u(0, 1) * (_SKIN_DARK - _SKIN_LIGHT)) * (1 + rng.normal(0, 0.04, 3)), 0.05, 1)
+    skin = np.clip((_SKIN_LIGHT + rng.beta(1.2, 2.0) * (_SKIN_DARK - _SKIN_LIGHT)) * (1 + rng.normal(0, 0.04, 3)), 0.05, 1)
     hair = np.clip(_HAIR_COLORS[rng.choice(len(_HAIR_COLORS), p=_HAIR_WEIGHTS)] * u(0.8, 1.2), 0, 1)
     eye_y = u(-0.17, 0.0)
     eye_width = u(0.11, 0.16)
@@ -245,8 +245,14 @@ class _Canvas:
         return float(values.mean() if side is None else values[side])
 
     def paint(self, alpha: np.ndarray, color: Color | np.ndarray) -> None:
-        """Alpha-blend `color` over the canvas with per-pixel `alpha`."""
-        self.rgb += np.clip(alpha, 0, 1)[..., None] * (np.asarray(color) - self.rgb)
+        """Alpha-blend the RGB `color` over the canvas with per-pixel `alpha`, inside alpha's bounding box."""
+        rows = np.flatnonzero(alpha.any(axis=1))
+        if rows.size == 0:
+            return
+        cols = np.flatnonzero(alpha.any(axis=0))
+        box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        region = self.rgb[box]
+        region += np.clip(alpha[box], 0, 1)[..., None] * (np.asarray(color) - region)
 
     def skin(self, factor: float) -> np.ndarray:
         return np.clip(np.asarray(self.id.skin) * factor, 0, 1)
@@ -348,8 +354,8 @@ class _Canvas:
         corners = []
         for side, sx in ((0, -1), (1, 1)):
             au = lambda code: self.au(code, side)  # noqa: E731
-            width = idp.mouth_width * (1 + 0.18 * au(12) + 0.28 * au(20) - 0.1 * au(23) - 0.12 * au(14) - 0.06 * au(24))
-            height = idp.mouth_y - 0.08 * au(12) - 0.025 * au(14) + 0.065 * au(15) + 0.015 * au(20) - 0.02 * au(10)
+            width = idp.mouth_width * (1 + 0.25 * au(12) + 0.35 * au(20) - 0.15 * au(23) - 0.15 * au(14) - 0.08 * au(24))
+            height = idp.mouth_y - 0.11 * au(12) - 0.035 * au(14) + 0.09 * au(15) + 0.02 * au(20) - 0.03 * au(10)
             corners.append((sx * width, height))
         return corners
 
@@ -366,7 +372,7 @@ class _Canvas:
         centre_y = idp.mouth_y - 0.015 * self.au(10) + 0.01 * self.au(15) - 0.012 * self.au(17)
         line = centre_y + (corner_y - centre_y) * s * s
         press = 1 - 0.45 * self.au(23) - 0.55 * self.au(24)
-        gap = max(0.0, 0.03 * self.au(25) + 0.17 * self.au(26) + 0.02 * self.au(10) + 0.02 * self.au(20)) * (1 - 0.8 * min(1, self.au(24)))
+        gap = max(0.0, 0.04 * self.au(25) + 0.22 * self.au(26) + 0.03 * self.au(10) + 0.03 * self.au(20)) * (1 - 0.8 * min(1, self.au(24)))
         upper_inner = line - 0.25 * gap * root
         lower_inner = line + 0.75 * gap * root
         upper_outer = upper_inner - (idp.upper_lip * press + 0.02 * self.au(10)) * root * (1 - 0.3 * np.exp(-((s / 0.16) ** 2)))
@@ -398,8 +404,8 @@ class _Canvas:
         for side, sx in ((0, -1), (1, 1)):
             au = lambda code: self.au(code, side)  # noqa: E731
             cx, cy = sx * idp.eye_spacing, idp.eye_y
-            upper = idp.eye_open_upper * max(0.12, 1 + 0.8 * au(5) - 0.5 * au(7) - 0.3 * au(6) - 0.15 * au(4) - 0.1 * au(9))
-            lower = idp.eye_open_lower * max(0.1, 1 - 0.55 * au(6) - 0.5 * au(7) + 0.15 * au(5))
+            upper = idp.eye_open_upper * max(0.12, 1 + 1.0 * au(5) - 0.6 * au(7) - 0.35 * au(6) - 0.2 * au(4) - 0.15 * au(9))
+            lower = idp.eye_open_lower * max(0.1, 1 - 0.65 * au(6) - 0.6 * au(7) + 0.2 * au(5))
             s = (x - cx) / idp.eye_width
             u = np.clip(1 - s * s, 0, 1) ** 0.75
             tilt = cy - idp.eye_tilt * s * sx
@@ -429,10 +435,10 @@ class _Canvas:
         base_y = idp.eye_y - idp.brow_gap
         for side, sx in ((0, -1), (1, 1)):
             au = lambda code: self.au(code, side)  # noqa: E731
-            inner_x = sx * (idp.brow_inner - 0.04 * au(4))
-            inner_y = base_y + 0.05 * au(4) - 0.08 * au(1) + 0.025 * au(9)
+            inner_x = sx * (idp.brow_inner - 0.05 * au(4))
+            inner_y = base_y + 0.07 * au(4) - 0.11 * au(1) + 0.03 * au(9)
             outer_x = sx * idp.brow_outer
-            outer_y = base_y - idp.brow_slant - 0.08 * au(2) + 0.02 * au(4)
+            outer_y = base_y - idp.brow_slant - 0.11 * au(2) + 0.02 * au(4)
             arch = idp.brow_arch + 0.025 * au(2) - 0.01 * au(4)
             length = abs(outer_x - inner_x)
             t = (x - inner_x) / (outer_x - inner_x)
