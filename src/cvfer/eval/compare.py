@@ -206,7 +206,9 @@ def run_compare(
             f"use --folds 1..{available}",
         )
     rows: list[ModelComparison] = []
-    for name in tqdm(names, desc="compare: training", unit="model"):
+    bar = tqdm(names, desc="compare: training", unit="model")
+    for name in bar:
+        bar.set_postfix_str(name)
         run_dir = out_dir / name
         row = ModelComparison(name=name, preset="", train_config={}, run_dir=str(run_dir))
         rows.append(row)
@@ -233,7 +235,9 @@ def run_compare(
         models=rows,
         machine={"processor": platform.processor() or platform.machine(), "system": platform.platform()},
     )
-    for row in tqdm(trained, desc="compare: timing", unit="model"):
+    bar = tqdm(trained, desc="compare: timing", unit="model")
+    for row in bar:
+        bar.set_postfix_str(row.name)
         try:
             timing = benchmark(
                 clips,
