@@ -14,7 +14,8 @@ from cvfer.io import atomic_savefig, atomic_write_text
 HISTORY_CSV = "history.csv"
 HISTORY_JSONL = "history.jsonl"
 CURVES_PNG = "curves.png"
-# Columns that are accuracies (drawn on the right-hand panel); every other numeric column is a loss term.
+# Columns that are accuracies (drawn on the right-hand panel, as is any column naming "acc"); every other
+# numeric column is a logged training term (losses, MI estimate, schedule weights such as MIC's beta).
 ACCURACY_COLUMNS = ("train_acc", "val_war", "val_uar", "test_war", "test_uar")
 NOT_PLOTTED = ("epoch", "step", "skipped_steps")
 
@@ -32,7 +33,7 @@ def write_history(out_dir: str | Path, rows: list[dict[str, Any]]) -> None:
 
 
 def plot_curves(out_dir: str | Path, rows: list[dict[str, Any]]) -> None:
-    """`curves.png`: every loss term (left) and accuracies (right) against the epoch."""
+    """`curves.png`: every logged term (left) and accuracies (right, any column naming "acc") per epoch."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -47,10 +48,10 @@ def plot_curves(out_dir: str | Path, rows: list[dict[str, Any]]) -> None:
         values = [_as_float(row.get(column)) for row in rows]
         if all(math.isnan(value) for value in values):
             continue
-        axes = accuracy_axes if column in ACCURACY_COLUMNS else loss_axes
+        axes = accuracy_axes if column in ACCURACY_COLUMNS or "acc" in column else loss_axes
         style = "--" if column.startswith("test_") else "-"
         axes.plot(epochs, values, style, marker="o", markersize=3, label=column)
-    loss_axes.set(title="loss terms (train)", xlabel="epoch")
+    loss_axes.set(title="logged terms (train, epoch means)", xlabel="epoch")
     accuracy_axes.set(title="accuracy (test: monitoring only)", xlabel="epoch", ylim=(0, 1.02))
     for axes in (loss_axes, accuracy_axes):
         if axes.lines:
