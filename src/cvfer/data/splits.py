@@ -55,14 +55,13 @@ def subject_kfold(manifest: Manifest, k: int = 10, seed: int = 0) -> Splits:
         counts[clip.subject][class_index[clip.label]] += 1
     order = [subjects[i] for i in np.random.default_rng(seed).permutation(len(subjects))]
     order.sort(key=lambda subject: -counts[subject].sum())
-    target = sum(counts.values()) / k
     fold_counts = np.zeros((k, len(manifest.classes)))
     fold_subjects: list[set[str]] = [set() for _ in range(k)]
     for subject in order:
-        # Cost of each choice: squared excess over the even share, then fold size, then fewest subjects.
-        excess = np.clip(fold_counts + counts[subject] - target, 0, None)
+        # Adding counts s to fold counts f raises the squared distance to the even share by
+        # s·(2f + s - 2·share): only s·f differs between folds. Ties: smaller fold, fewer subjects.
         costs = [
-            ((excess[f] ** 2).sum(), fold_counts[f].sum(), len(fold_subjects[f]), f) for f in range(k)
+            (float(counts[subject] @ fold_counts[f]), fold_counts[f].sum(), len(fold_subjects[f]), f) for f in range(k)
         ]
         best = min(costs)[-1]
         fold_counts[best] += counts[subject]
