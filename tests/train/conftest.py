@@ -35,7 +35,8 @@ class TinyTwoGroupModel(FERModel):
 
     The critic estimates MI(z_E; I-frame colour) by the Donsker-Varadhan bound with a shuffled
     marginal drawn from `state.all_gather(...)`; "main" minimises CE + 0.1·MI, "critic" maximises MI.
-    `nan_loss_steps` / `nan_grad_steps` make the loss (or only its gradient) non-finite at those steps.
+    `nan_loss_steps` / `nan_grad_steps` make the loss (or only its gradient) non-finite at those steps;
+    `constant_critic` returns the critic's loss detached (a term switched off).
     """
 
     train_inputs = ("residuals", "iframe")
@@ -49,6 +50,7 @@ class TinyTwoGroupModel(FERModel):
         hidden: int = 6,
         nan_loss_steps: tuple[int, ...] = (),
         nan_grad_steps: tuple[int, ...] = (),
+        constant_critic: bool = False,
     ):
         super().__init__()
         self.encoder = nn.Sequential(nn.Linear(3 * num_frames, hidden), nn.Tanh())
@@ -58,6 +60,7 @@ class TinyTwoGroupModel(FERModel):
         self.critic = nn.Sequential(nn.Linear(hidden + 3, 8), nn.ReLU(), nn.Linear(8, 1, bias=False))
         self.nan_loss_steps = set(nan_loss_steps)
         self.nan_grad_steps = set(nan_grad_steps)
+        self.constant_critic = constant_critic
 
     def forward(self, batch: dict[str, torch.Tensor]) -> FEROutput:
         summary = batch["residuals"].mean(dim=(3, 4)).flatten(1)
@@ -79,7 +82,8 @@ class TinyTwoGroupModel(FERModel):
         if state.step in self.nan_grad_steps:  # finite loss, infinite gradient: d sqrt(x)/dx at 0
             main = main + 0 * (out.features.sum() * 0).abs().sqrt()
         logs = {"ce": float(cross_entropy.detach()), "mi": float(mutual_information.detach())}
-        return {"main": main, "critic": -mutual_information}, logs
+        critic = -mutual_information.detach() if self.constant_critic else -mutual_information
+        return {"main": main, "critic": critic}, logs
 
     def parameter_groups(self):
         return {
@@ -98,8 +102,11 @@ if TINY_MODEL not in list_models():
         hidden: int = 6,
         nan_loss_steps: tuple[int, ...] = (),
         nan_grad_steps: tuple[int, ...] = (),
+        constant_critic: bool = False,
     ) -> TinyTwoGroupModel:
-        return TinyTwoGroupModel(num_classes, image_size, num_frames, hidden, tuple(nan_loss_steps), tuple(nan_grad_steps))
+        return TinyTwoGroupModel(
+            num_classes, image_size, num_frames, hidden, tuple(nan_loss_steps), tuple(nan_grad_steps), constant_critic
+        )
 
 
 def fake_read_compressed(path, *, num_frames=None, residual="rgb", accumulate=False):

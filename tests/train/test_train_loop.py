@@ -11,6 +11,7 @@ import torch
 
 from cvfer.errors import CheckpointError, ConfigError, CvferError
 from cvfer.eval.protocol import read_features, read_predictions
+from cvfer.models import create_model
 from cvfer.train import train
 from cvfer.train import loop as train_loop
 from cvfer.train.loop import epoch_order, global_batches
@@ -157,6 +158,16 @@ def test_non_finite_steps_are_skipped(reference_run, make_config, tmp_path):
     assert any("step 1: non-finite gradient" in message for message in messages)
     assert result.history[0]["skipped_steps"] == 2
     assert all(torch.isfinite(tensor).all() for tensor in _weights(result.out_dir).values())
+
+
+def test_constant_group_loss_leaves_its_group_unchanged(reference_run, make_config, tmp_path):
+    data, reference = reference_run
+    result = train(make_config(epochs=1, model_cfg={"constant_critic": True}), data, 0, tmp_path / "run")
+    torch.manual_seed(0)
+    initial = create_model("test-tiny-two-group", num_classes=3, image_size=8, num_frames=4).state_dict()
+    weights = _weights(result.out_dir)
+    assert all(torch.equal(weights[key], initial[key]) for key in weights if key.startswith("critic"))
+    assert not torch.equal(weights["classifier.weight"], initial["classifier.weight"])
 
 
 def test_persistent_nan_stops_with_clear_error(reference_run, make_config, tmp_path):

@@ -371,8 +371,12 @@ class _Trainer:
             return False
         gradients: dict[str, list[torch.Tensor | None]] = {}
         for name in names:
-            local = torch.autograd.grad(losses[name], self.groups[name], retain_graph=True, allow_unused=True)
-            gradients[name] = context.average_gradients(list(local))
+            params = self.groups[name]
+            if losses[name].requires_grad:
+                local = list(torch.autograd.grad(losses[name], params, retain_graph=True, allow_unused=True))
+            else:  # a constant loss (e.g. a term switched off this epoch) moves nothing
+                local = [None] * len(params)
+            gradients[name] = context.average_gradients(local)
         finite_gradients = all(
             bool(torch.isfinite(grad).all()) for grads in gradients.values() for grad in grads if grad is not None
         )
