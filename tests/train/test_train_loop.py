@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from cvfer.data.manifest import Manifest
 from cvfer.errors import CheckpointError, ConfigError, CvferError
 from cvfer.eval.protocol import read_features, read_predictions
 from cvfer.models import create_model
@@ -195,3 +196,12 @@ def test_data_order_depends_on_seed_and_epoch_only():
     assert [len(batch) for batch in global_batches(torch.arange(9), 4, 1)] == [4, 4]
     assert [len(batch) for batch in global_batches(torch.arange(10), 4, 2)] == [4, 4]
     assert [len(batch) for batch in global_batches(torch.arange(12), 4, 2)] == [4, 4, 4]
+
+
+def test_face_crop_flag_follows_the_dataset_meta(tmp_path):
+    def manifest(meta):
+        return Manifest(root=tmp_path, clips=[], classes=["anger"], meta=meta)
+
+    assert train_loop._face_cropped(manifest({"crop": "face", "face_padding": 0.2}))
+    assert not train_loop._face_cropped(manifest({"crop": "centre square"}))
+    assert not train_loop._face_cropped(manifest({"source": "synthetic"}))

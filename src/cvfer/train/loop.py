@@ -46,6 +46,7 @@ from cvfer.train.schedules import make_scheduler
 PREDICTIONS_CSV = "predictions.csv"
 FEATURES_NPZ = "features.npz"
 CONFIG_JSON = "config.json"
+RESULT_JSON = "result.json"
 # Options that may change when resuming: where it runs, its patience, and extending it to more epochs.
 RESUMABLE_CHANGES = ("epochs", "device", "threads", "cache_dir", "max_bad_steps")
 EVAL_BATCH = 64
@@ -447,7 +448,7 @@ class _Trainer:
                 "num_frames": self.config.num_frames,
                 "inputs": list(model.test_inputs),
                 "residual": "rgb",
-                "face_crop": bool(self.manifest.meta.get("face_crop", False)),
+                "face_crop": _face_cropped(self.manifest),
             },
         )
         test_probabilities, test_features = self._predict(data.test)
@@ -463,11 +464,9 @@ class _Trainer:
                 arrays[f"{name}_identity"] = dataset.identity.numpy()
         with atomic_open(self.out_dir / FEATURES_NPZ, "wb") as handle:
             np.savez(handle, **arrays)
-        atomic_write_json(
-            self.out_dir / "result.json",
-            {"epochs": result.epochs, "test_war": result.test_war, "test_uar": result.test_uar,
-             "skipped_clips": result.skipped_clips, "fold": self.fold, "data": str(self.data_dir)},
-        )
+        summary = {"epochs": result.epochs, "test_war": result.test_war, "test_uar": result.test_uar}
+        summary |= {"skipped_clips": result.skipped_clips, "fold": self.fold, "data": str(self.data_dir)}
+        atomic_write_json(self.out_dir / RESULT_JSON, summary)
         return result
 
     def _write_predictions(self, probabilities: np.ndarray) -> None:
@@ -505,6 +504,11 @@ def _hold_out_subjects(manifest: Manifest, paths: list[str], fraction: float, se
         raise ConfigError(f"val_fraction {fraction} leaves no training subject ({len(subjects)} subjects)")
     held = set(np.random.default_rng(seed).permutation(subjects)[:held_count].tolist())
     return [p for p in paths if subject_of.get(p) not in held], [p for p in paths if subject_of.get(p) in held]
+
+
+def _face_cropped(manifest: Manifest) -> bool:
+    """Whether the clips are face crops (`cvfer prepare` writes `"crop": "face"`), so predict crops too."""
+    return bool(manifest.meta.get("face_crop", manifest.meta.get("crop") == "face"))
 
 
 def _image_size(manifest: Manifest) -> int:
