@@ -109,6 +109,16 @@ if TINY_MODEL not in list_models():
         )
 
 
+if f"{TINY_MODEL}-subjects" not in list_models():
+
+    @register_model(f"{TINY_MODEL}-subjects")
+    def tiny_two_group_with_subjects(num_classes: int, image_size: int, num_frames: int, num_subjects: int) -> TinyTwoGroupModel:
+        """A builder naming num_subjects (as adversarial variants do), so the trainer passes it."""
+        model = TinyTwoGroupModel(num_classes, image_size, num_frames)
+        model.num_subjects = num_subjects
+        return model
+
+
 def fake_read_compressed(path, *, num_frames=None, residual="rgb", accumulate=False):
     """Reads the .npz written by `make_fake_dataset` as a CompressedVideo-like object."""
     try:

@@ -161,6 +161,12 @@ def test_non_finite_steps_are_skipped(reference_run, make_config, tmp_path):
     assert all(torch.isfinite(tensor).all() for tensor in _weights(result.out_dir).values())
 
 
+def test_num_subjects_reaches_builders_that_name_it(reference_run, make_config, tmp_path):
+    data, _ = reference_run
+    result = train(make_config(epochs=1, model="test-tiny-two-group-subjects"), data, 0, tmp_path / "run")
+    assert torch.load(result.model_path, weights_only=False)["cfg"]["num_subjects"] == 4
+
+
 def test_constant_group_loss_leaves_its_group_unchanged(reference_run, make_config, tmp_path):
     data, reference = reference_run
     result = train(make_config(epochs=1, model_cfg={"constant_critic": True}), data, 0, tmp_path / "run")
