@@ -150,7 +150,7 @@ def install_fake_codec(patch=None) -> None:
             patch.setattr(codec, name, fake)
 
 
-def make_fake_dataset(root: Path, clips_per_class: int = 4, broken: tuple[str, ...] = ()) -> Path:
+def make_fake_dataset(root: Path, clips_per_class: int = 4) -> Path:
     """A prepared folder of 3 classes × `clips_per_class` clips of 4 subjects; fold 0 tests subject s3.
 
     Residual means carry the class (learnable); the I frame's colour carries the subject.
@@ -163,9 +163,6 @@ def make_fake_dataset(root: Path, clips_per_class: int = 4, broken: tuple[str, .
             subject = f"s{number % 4}"
             path = f"clips/{label}_{number}.npz"
             records.append(ClipRecord(path, subject, label, FRAMES, FRAMES + 1, "test"))
-            if path in broken:
-                (root / path).write_bytes(b"not a video")
-                continue
             colour = np.full((SIZE, SIZE, 3), 40 + 50 * (number % 4), dtype=np.uint8)
             residuals = rng.integers(-20, 21, size=(FRAMES, SIZE, SIZE, 3)).astype(np.int16)
             residuals[..., label_index] += 30

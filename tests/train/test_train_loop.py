@@ -77,6 +77,16 @@ def test_tiny_model_learns_the_fake_task(fake_data, make_config, tmp_path):
     assert result.test_war == 1.0 and result.history[-1]["train_acc"] > 0.8
 
 
+def test_unreadable_clip_is_skipped_and_listed(fake_data, make_config, tmp_path):
+    (fake_data / "clips" / "anger_0.npz").write_bytes(b"not a video")
+    with pytest.warns(UserWarning, match="anger_0.npz: skipped"):
+        result = train(make_config(epochs=1), fake_data, 0, tmp_path / "run")
+    assert [path for path, _ in result.skipped_clips] == ["clips/anger_0.npz"]
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["skipped_clips"][0][0] == "clips/anger_0.npz"
+    with np.load(result.out_dir / "features.npz") as features:
+        assert "clips/anger_0.npz" not in set(features["train_paths"]) and len(features["train_labels"]) == 8
+
+
 def test_same_seed_same_weights_other_seed_differs(reference_run, make_config, tmp_path):
     data, reference = reference_run
     again = train(make_config(epochs=3), data, 0, tmp_path / "again")
