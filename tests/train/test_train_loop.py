@@ -194,10 +194,14 @@ def test_persistent_nan_stops_with_clear_error(reference_run, make_config, tmp_p
         train(config, data, 0, tmp_path / "run")
 
 
-def test_bad_fold_model_option_and_group_are_config_errors(reference_run, make_config, tmp_path):
+def test_bad_fold_device_model_option_and_group_are_config_errors(reference_run, make_config, tmp_path, monkeypatch):
     data, _ = reference_run
     with pytest.raises(ConfigError, match="fold 5 does not exist"):
         train(make_config(), data, 5, tmp_path / "run")
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.cuda, "is_available", lambda: False)
+        with pytest.raises(ConfigError, match="--device cuda but torch sees no CUDA device"):
+            train(make_config(device="cuda"), data, 0, tmp_path / "run")
     with pytest.raises(ConfigError, match="rejects its options"):
         train(make_config(model_cfg={"alpha": 0.1}), data, 0, tmp_path / "run")
     with pytest.raises(ConfigError, match=r"group_lr names groups \['mine'\]"):
