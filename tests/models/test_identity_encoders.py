@@ -77,7 +77,9 @@ def test_fit_identity_network_learns_identity_an_untrained_network_misses() -> N
     test_images, test_ids = _pattern_faces(8, 6, seed=2)
     torch.manual_seed(0)
     untrained = verification_auc(SyntheticIdentityEncoder(IdentityNet(32, 16)), test_images, test_ids)
-    network, logs = fit_identity_network(train_images, train_ids, dim=32, input_size=16, epochs=15, batch_size=32, progress=False)
+    network, logs = fit_identity_network(
+        train_images, train_ids, dim=32, input_size=16, epochs=15, batch_size=32, progress=False
+    )
     trained = verification_auc(SyntheticIdentityEncoder(network), test_images, test_ids)
     assert trained.auc > 0.95 and trained.auc > untrained.auc + 0.1
     assert set(logs) == {"loss", "train_accuracy", "seconds"}
@@ -123,6 +125,15 @@ def test_bad_specs_and_files_are_cvfer_errors(tmp_path: Path) -> None:
     torch.save({"state_dict": {}}, foreign)
     with pytest.raises(CheckpointError, match="not a cvfer identity encoder"):
         load_identity_encoder(foreign)
+    mismatched = tmp_path / "mismatched.pt"
+    network = IdentityNet(16, 16)
+    torch.save(
+        {"format": identity.CHECKPOINT_FORMAT, "dim": 32, "input_size": 16, "widths": list(network.widths),
+         "state_dict": network.state_dict()},
+        mismatched,
+    )
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_identity_encoder(mismatched)
 
 
 def test_dlib_encoder_embeds_faces_and_falls_back_to_the_whole_image() -> None:

@@ -52,9 +52,11 @@ def test_mic_groups_and_which_parameters_each_loss_reaches() -> None:
     # L_rec reaches f_E (β·L_rec is in the FER loss); the MI term reaches the encoder too, not the classifier.
     reached = torch.autograd.grad(losses["fer"], groups["fer"], retain_graph=True, allow_unused=True)
     assert all(grad is not None for grad in reached)
-    mine_grad = torch.autograd.grad(losses["mine"], list(model.expression.frame_encoder.parameters()), retain_graph=True, allow_unused=True)
+    encoder_params = list(model.expression.frame_encoder.parameters())
+    mine_grad = torch.autograd.grad(losses["mine"], encoder_params, retain_graph=True, allow_unused=True)
     assert any(grad is not None and grad.abs().sum() > 0 for grad in mine_grad)
-    classifier_grad = torch.autograd.grad(losses["mine"], list(model.expression.classifier.parameters()), allow_unused=True)
+    classifier_params = list(model.expression.classifier.parameters())
+    classifier_grad = torch.autograd.grad(losses["mine"], classifier_params, allow_unused=True)
     assert all(grad is None for grad in classifier_grad)
 
 

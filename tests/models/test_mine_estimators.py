@@ -23,7 +23,9 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-def _correlated_gaussians(num: int, dim: int, rho: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _correlated_gaussians(
+    num: int, dim: int, rho: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.randn(num, dim, generator=generator)
     y = rho * x + math.sqrt(1 - rho**2) * torch.randn(num, dim, generator=generator)
     return x, y
@@ -72,7 +74,9 @@ def test_mine_is_near_zero_for_independent_variables() -> None:
     assert abs(_fit(MINE(2, 2, hidden=32), 2, 0.0, steps=300, batch=256)) < 0.05
 
 
-def _naive_dv(mine: MINE, x: torch.Tensor, y: torch.Tensor, permutation: torch.Tensor, log_normaliser: torch.Tensor | None) -> torch.Tensor:
+def _naive_dv(
+    mine: MINE, x: torch.Tensor, y: torch.Tensor, permutation: torch.Tensor, log_normaliser: torch.Tensor | None
+) -> torch.Tensor:
     """DV bound whose gradient of the log term is E[∇T e^T]/exp(log_normaliser) (exact when None)."""
     joint, marginal = mine.scores(x, y), mine.scores(x, y[permutation])
     if log_normaliser is None:
@@ -139,7 +143,8 @@ _NOISE = 0.5
 
 
 def _toy_batch(num: int, generator: torch.Generator, mixing: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    identity_signal, expression_signal = torch.randn(num, 2, generator=generator), torch.randn(num, 2, generator=generator)
+    identity_signal = torch.randn(num, 2, generator=generator)
+    expression_signal = torch.randn(num, 2, generator=generator)
     x = torch.cat([identity_signal, expression_signal], 1) @ mixing
     z_identity = identity_signal + _NOISE * torch.randn(num, 2, generator=generator)
     return x, z_identity, (expression_signal[:, 0] > 0).long()

@@ -96,7 +96,7 @@ def test_model_forward_and_one_step_of_every_group(name: str) -> None:
     assert stepped == set(groups), f"groups never stepped in {MAX_STEPS} steps: {set(groups) - stepped}"
 
     model.eval()
-    test_batch = {key: value for key, value in _batch(set(model.test_inputs), seed=99).items() if key in model.test_inputs}
+    test_batch = {key: value for key, value in _batch(set(model.test_inputs), 99).items() if key in model.test_inputs}
     with torch.no_grad():
         output = model.inference_module()(test_batch)
     assert isinstance(output, FEROutput)

@@ -112,6 +112,14 @@ class DlibIdentityEncoder(IdentityEncoder):
         return _unit_rows(features)
 
 
+def _conv_bn_relu(in_channels: int, out_channels: int, kernel: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(True),
+    )
+
+
 class IdentityNet(nn.Module):
     """Small face-recognition CNN: four conv–BN–ReLU stages (stride-2 stem, then 2×2 pools), global average
     pool, linear embedding of `dim`; images are resized to `input_size` first."""
@@ -119,9 +127,10 @@ class IdentityNet(nn.Module):
     def __init__(self, dim: int = 128, input_size: int = 64, widths: tuple[int, ...] = (24, 48, 96, 128)):
         super().__init__()
         self.input_size = input_size
-        layers: list[nn.Module] = [nn.Conv2d(3, widths[0], 5, 2, 2, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(True)]
+        self.widths = tuple(widths)
+        layers: list[nn.Module] = [_conv_bn_relu(3, widths[0], 5, stride=2)]
         for index, (in_width, out_width) in enumerate(zip(widths, widths[1:])):
-            layers += [nn.Conv2d(in_width, out_width, 3, padding=1, bias=False), nn.BatchNorm2d(out_width), nn.ReLU(True)]
+            layers.append(_conv_bn_relu(in_width, out_width, 3))
             if index < len(widths) - 2:
                 layers.append(nn.MaxPool2d(2))
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
@@ -130,7 +139,8 @@ class IdentityNet(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         """(N, 3, H, W) floats in [0, 1] → (N, dim) unnormalised embeddings."""
         if images.shape[-2:] != (self.input_size, self.input_size):
-            images = nn.functional.interpolate(images, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+            size = (self.input_size, self.input_size)
+            images = nn.functional.interpolate(images, size=size, mode="bilinear", align_corners=False)
         return self.embedding(self.features((images - 0.5) / 0.25))
 
 
@@ -165,7 +175,9 @@ class SyntheticIdentityEncoder(IdentityEncoder):
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # torch raises many types for a corrupt or foreign file
-            raise CheckpointError(f"cannot read identity encoder checkpoint ({error})", path, "delete it and retrain") from None
+            raise CheckpointError(
+                f"cannot read identity encoder checkpoint ({error})", path, "delete it and retrain"
+            ) from None
         if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointError(
                 f"not a cvfer identity encoder checkpoint (format {CHECKPOINT_FORMAT} expected)",
@@ -173,7 +185,13 @@ class SyntheticIdentityEncoder(IdentityEncoder):
                 "write it with cvfer.models.identity.train_synthetic_identity_encoder",
             )
         network = IdentityNet(checkpoint["dim"], checkpoint["input_size"], tuple(checkpoint["widths"]))
-        network.load_state_dict(checkpoint["state_dict"])
+        try:
+            network.load_state_dict(checkpoint["state_dict"])
+        except RuntimeError as error:
+            problem = str(error).splitlines()[0]
+            raise CheckpointError(
+                f"weights do not fit this cvfer's IdentityNet ({problem})", path, "delete it and retrain"
+            ) from None
         return cls(network)
 
 
@@ -210,7 +228,9 @@ def verification_auc(encoder: IdentityEncoder, images: np.ndarray, identity_ids:
     return VerificationResult(float(roc_auc_score(same, similarity)), eer, int(same.sum()), int((~same).sum()))
 
 
-def cosine_margin_logits(embeddings: Tensor, class_weights: Tensor, labels: Tensor, scale: float, margin: float) -> Tensor:
+def cosine_margin_logits(
+    embeddings: Tensor, class_weights: Tensor, labels: Tensor, scale: float, margin: float
+) -> Tensor:
     """CosFace logits s·(cos θ_j − m·[j = y]) between normalised embeddings and class centres."""
     cosine = nn.functional.normalize(embeddings, dim=1) @ nn.functional.normalize(class_weights, dim=1).T
     return scale * (cosine - margin * nn.functional.one_hot(labels, cosine.shape[1]).to(cosine.dtype))
@@ -296,7 +316,8 @@ def train_synthetic_identity_encoder(
 
     if held_out_identities < 2:
         raise ConfigError(f"held_out_identities={held_out_identities}", fix="use at least 2 for verification")
-    images, identity_ids = identity_images(num_identities + held_out_identities, per_identity, size, seed, progress=progress)
+    total = num_identities + held_out_identities
+    images, identity_ids = identity_images(total, per_identity, size, seed, progress=progress)
     train_mask = identity_ids < num_identities
     network, logs = fit_identity_network(
         images[train_mask], identity_ids[train_mask], input_size=size, seed=seed, progress=progress, **fit_options
@@ -309,7 +330,7 @@ def train_synthetic_identity_encoder(
             "format": CHECKPOINT_FORMAT,
             "dim": encoder.dim,
             "input_size": network.input_size,
-            "widths": [int(module.out_channels) for module in network.features if isinstance(module, nn.Conv2d)],
+            "widths": list(network.widths),
             "state_dict": network.state_dict(),
             "training": {
                 "num_identities": num_identities,
@@ -318,7 +339,11 @@ def train_synthetic_identity_encoder(
                 "seed": seed,
                 **logs,
             },
-            "verification": {"held_out_identities": held_out_identities, "auc": verification.auc, "eer": verification.eer},
+            "verification": {
+                "held_out_identities": held_out_identities,
+                "auc": verification.auc,
+                "eer": verification.eer,
+            },
         },
     )
     return encoder

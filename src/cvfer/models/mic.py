@@ -234,9 +234,9 @@ class MIC(FERModel):
         self.beta_epochs = beta_epochs
         self.shuffle_seed = shuffle_seed
         self.expression = MICExpressionNet(num_classes, image_size, backbone, motion_vectors)
-        self.mi_estimator = (
-            create_mi_estimator(mi_estimator, FEATURE_DIM, identity_dim, estimator_hidden) if disentangle == "mi" else None
-        )
+        self.mi_estimator = None
+        if disentangle == "mi":
+            self.mi_estimator = create_mi_estimator(mi_estimator, FEATURE_DIM, identity_dim, estimator_hidden)
         self.identity_adversary: nn.Module | None = None
         self.num_subjects = num_subjects
         if disentangle == "adversary":
@@ -302,7 +302,9 @@ class MIC(FERModel):
         if self.decoder is not None and identity is not None and beta > 0:
             apex = batch.get("apex")
             if apex is None:
-                raise ConfigError("MIC's reconstruction needs batch['apex']", fix="load the 'apex' input or use mic-no-rec")
+                raise ConfigError(
+                    "MIC's reconstruction needs batch['apex']", fix="load the 'apex' input or use mic-no-rec"
+                )
             reconstruction_loss = nn.functional.mse_loss(self.decoder(expression, identity), apex)
             fer_loss = fer_loss + beta * reconstruction_loss
             losses["decoder"] = reconstruction_loss

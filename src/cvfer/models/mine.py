@@ -52,12 +52,16 @@ class _BiasCorrectedLogMeanExp(torch.autograd.Function):
     E[∇T e^T] / ma, with ma the moving average of E[e^T] (Belghazi et al. 2018, Sec. 3.2), given as log ma."""
 
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, scores: Tensor, log_moving_average: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, scores: Tensor, log_moving_average: Tensor
+    ) -> Tensor:
         ctx.save_for_backward(scores, log_moving_average)
         return torch.logsumexp(scores, dim=0) - math.log(scores.shape[0])
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+    def backward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, grad_output: Tensor
+    ) -> tuple[Tensor, None]:
         scores, log_moving_average = ctx.saved_tensors  # type: ignore[attr-defined]
         weights = torch.exp(scores - log_moving_average) / scores.shape[0]
         return grad_output * weights, None
