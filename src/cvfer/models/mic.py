@@ -280,7 +280,10 @@ class MIC(FERModel):
             permutation = marginal_permutation(
                 global_expression.shape[0], self.shuffle_seed, state.step, global_expression.device
             )
-            estimate = self.mi_estimator(global_expression, global_identity, permutation)
+            # z_I rows have unit L2 norm, so components are ~1/√D; rescaling (MI is invariant to it) gives T_θ
+            # inputs of unit scale, like z_E's LSTM outputs.
+            identity_input = global_identity * math.sqrt(self.identity_dim)
+            estimate = self.mi_estimator(global_expression, identity_input, permutation)
             fer_loss = fer_loss + self.alpha * estimate.mi
             losses["mine"] = estimate.estimator_loss
             logs["mi"] = float(estimate.mi.detach())
