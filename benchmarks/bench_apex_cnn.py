@@ -92,7 +92,7 @@ def main() -> None:
     parser.add_argument("--preset", default="small")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--folds", type=int, default=3, help="how many of the splits.json folds to evaluate")
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -55,7 +55,7 @@ class SynthConfig:
     protocol: str = "ckplus"  # ckplus | mmi | mixed (alternating per clip)
     include_neutral: bool = False
     expression_scale: float = 1.0  # multiplies every AU intensity
-    intensity_min: float = 0.5  # a subject's expression intensity is uniform in [intensity_min, 1]
+    intensity_min: float = 0.7  # a subject's expression intensity is uniform in [intensity_min, 1]
     asymmetry: float = 0.3  # one face side of a subject is weaker by up to this share
     au_dropout: float = 0.3  # chance a subject never recruits one of an emotion's core AUs
     confusion: float = 0.15  # chance a subject's emotion is blended with a confusable one

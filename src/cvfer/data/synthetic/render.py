@@ -8,7 +8,7 @@ units": x to the image right, y down, origin at the face centre, face half-heigh
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import astuple, dataclass, fields
+from dataclasses import astuple, dataclass
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
