@@ -5,25 +5,18 @@ Convention (docs/codec.md): a field `T` is 2×H×W int16, channel 0 = x, channel
 the reference. Source coordinates outside the frame are clamped to the border (edge padding, as the
 codecs' unrestricted motion vectors do).
 
-The reader's hot path never loops over blocks or clips per pixel: a `BlockField` keeps one vector per
-grid cell, and the prediction gathers from the reference padded by just enough border pixels.
+The reader's hot path never loops over blocks in Python nor clips per pixel: `BlockFields` keeps one
+vector per grid cell (for a batch of frames) and predicts by copying whole cells out of the
+edge-padded references.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-
-@functools.lru_cache(maxsize=32)
-def _padded_positions(height: int, width: int, margin: int) -> np.ndarray:
-    """Flat index of every pixel inside the reference padded by `margin` on each side (cached, read-only)."""
-    rows, cols = np.indices((height, width), dtype=np.int32)
-    positions = (rows + margin) * (width + 2 * margin) + (cols + margin)
-    positions.flags.writeable = False
-    return positions
 
 
 @functools.lru_cache(maxsize=16)
@@ -33,9 +26,6 @@ def _pixel_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     rows.flags.writeable = False
     cols.flags.writeable = False
     return rows, cols
-
-
-_RECORD_FIELDS = ("w", "h", "dst_x", "dst_y", "motion_x", "motion_y", "motion_scale")
 
 
 def _round_half_away(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -50,24 +40,33 @@ def _expand(coarse: np.ndarray, cell: int, height: int, width: int) -> np.ndarra
     return full if full.shape[-2:] == (height, width) else np.ascontiguousarray(full[..., :height, :width])
 
 
-def pad_edges(image: np.ndarray, margin: int) -> np.ndarray:
-    """`image` (H×W or H×W×C) with its border pixels repeated `margin` times on every side."""
-    if margin == 0:
-        return image
-    padded = np.empty((image.shape[0] + 2 * margin, image.shape[1] + 2 * margin, *image.shape[2:]), dtype=image.dtype)
-    padded[margin:-margin, margin:-margin] = image
-    padded[:margin, margin:-margin] = image[:1]
-    padded[-margin:, margin:-margin] = image[-1:]
-    padded[:, :margin] = padded[:, margin : margin + 1]
-    padded[:, -margin:] = padded[:, -margin - 1 : -margin]
+def pad_edges(
+    images: np.ndarray | Sequence[np.ndarray], margin: int, extra_rows: int = 0, extra_cols: int = 0
+) -> np.ndarray:
+    """Stack of H×W×C `images` with border pixels repeated `margin` times on every side, plus
+    `extra_rows` more at the bottom and `extra_cols` more on the right (one copy of the pixels)."""
+    count = len(images)
+    height, width, channels = images[0].shape
+    bottom, right = margin + extra_rows, margin + extra_cols
+    padded = np.empty((count, height + margin + bottom, width + margin + right, channels), dtype=images[0].dtype)
+    if isinstance(images, np.ndarray):
+        padded[:, margin : margin + height, margin : margin + width] = images
+    else:
+        for target, image in zip(padded, images, strict=True):
+            target[margin : margin + height, margin : margin + width] = image
+    padded[:, :margin, margin : margin + width] = padded[:, margin : margin + 1, margin : margin + width]
+    padded[:, margin + height :, margin : margin + width] = padded[:, margin + height - 1 : margin + height, margin : margin + width]
+    padded[:, :, :margin] = padded[:, :, margin : margin + 1]
+    padded[:, :, margin + width :] = padded[:, :, margin + width - 1 : margin + width]
     return padded
 
 
 @dataclass(frozen=True)
-class BlockField:
-    """A motion field constant on cell×cell squares: `coarse` is 2×rows×cols int16 (x, y) `dst − src`.
+class BlockFields:
+    """T motion fields constant on cell×cell squares of one grid: `coarse` is T×2×rows×cols int16 (x, y).
 
-    `margin` is how many pixels the farthest source coordinate lies outside the frame (0 if none).
+    Working on the whole batch at once keeps NumPy's per-call overhead per clip, not per frame.
+    `margin` bounds how far outside the frame a source coordinate can lie (the longest vector).
     """
 
     coarse: np.ndarray
@@ -77,70 +76,120 @@ class BlockField:
     margin: int
 
     @classmethod
-    def from_side_data(cls, block_vectors: np.ndarray, height: int, width: int) -> BlockField:
-        """Build from FFmpeg's `AVMotionVector` records of one frame (its MOTION_VECTORS side data).
+    def from_side_data(cls, block_vectors: list[np.ndarray], height: int, width: int) -> BlockFields:
+        """Build from FFmpeg's `AVMotionVector` records, one array per frame (its MOTION_VECTORS side data).
 
         FFmpeg's `motion_x / motion_scale` is `src − dst` in (sub-)pixels; it is negated and rounded to
         whole pixels, halves away from zero. Pixels no block covers (intra macroblocks) get zero.
         """
-        if block_vectors.size == 0:
-            return cls(np.zeros((2, 1, 1), dtype=np.int16), max(height, width), height, width, 0)
-        block_w, block_h, center_x, center_y, motion_x, motion_y, scale = (
-            block_vectors[name].astype(np.int32) for name in _RECORD_FIELDS
-        )
-        left, top = center_x - block_w // 2, center_y - block_h // 2
-        inside = (left >= 0) & (top >= 0) & (left < width) & (top < height)
+        count = len(block_vectors)
+        present = [vectors for vectors in block_vectors if vectors.size]
+        if not present:  # no inter block anywhere: one cell covering the frame, vector zero
+            return cls(np.zeros((count, 2, 1, 1), dtype=np.int16), max(height, width), height, width, 0)
+        # Concatenated as raw bytes: np.concatenate on structured arrays promotes field by field (slow).
+        records = np.concatenate([vectors.view(np.uint8) for vectors in present]).view(present[0].dtype)
+        frame_of = np.repeat(np.arange(count), [len(vectors) for vectors in block_vectors])
+        sizes = np.stack([records["w"], records["h"]]).astype(np.int32)
+        corners = np.stack([records["dst_x"], records["dst_y"]]).astype(np.int32) - sizes // 2
+        motion = np.stack([records["motion_x"], records["motion_y"]]).astype(np.int32)
+        scale = np.maximum(records["motion_scale"], 1).astype(np.int32)
+        inside = (corners.min(axis=0) >= 0) & (corners[0] < width) & (corners[1] < height)
         if not inside.all():
-            if not inside.any():
-                return cls(np.zeros((2, 1, 1), dtype=np.int16), max(height, width), height, width, 0)
-            block_w, block_h, left, top, motion_x, motion_y, scale = (
-                column[inside] for column in (block_w, block_h, left, top, motion_x, motion_y, scale)
+            sizes, corners, motion, scale, frame_of = (
+                sizes[:, inside], corners[:, inside], motion[:, inside], scale[inside], frame_of[inside]
             )
-        scale = np.maximum(scale, 1)
-        vectors = _round_half_away(-np.stack([motion_x, motion_y]), scale)
+        if not frame_of.size:
+            return cls(np.zeros((count, 2, 1, 1), dtype=np.int16), max(height, width), height, width, 0)
+        vectors = _round_half_away(-motion, scale)
         # A vector longer than the frame predicts from the border like one exactly as long: limiting
         # it changes no prediction and bounds the padding a broken stream could ask for.
-        np.clip(vectors[0], -width, width, out=vectors[0])
-        np.clip(vectors[1], -height, height, out=vectors[1])
-        vector_x, vector_y = vectors
-        right = np.minimum(left + block_w, width) - 1
-        bottom = np.minimum(top + block_h, height) - 1
-        margin = max(0, int(max((vector_x - left).max(), (vector_y - top).max(),
-                                (right - vector_x).max() - (width - 1), (bottom - vector_y).max() - (height - 1))))
+        limit = max(height, width)
+        np.clip(vectors, -limit, limit, out=vectors)
+        # Padding by the longest vector always suffices (p − v stays within it of the frame).
+        margin = int(np.abs(vectors).max())
         # Every block edge lies on a grid of `cell` pixels (16 or 8 for MPEG-4, 4 for H.264): fill
         # that grid with one vectorised assignment per block shape.
-        cell = int(np.gcd.reduce(np.concatenate([block_w, block_h, left, top])))
+        cell = int(np.gcd.reduce(np.concatenate((sizes, corners), axis=None)))
         rows, cols = -(-height // cell), -(-width // cell)
+        extent = sizes.max(axis=1) // cell
         # Blocks of the last row/column may reach past the frame: room for them, cropped below.
-        coarse = np.zeros((2, rows + int(block_h.max()) // cell, cols + int(block_w.max()) // cell), dtype=np.int16)
-        shapes = block_w * 256 + block_h
-        single_shape = bool((shapes == shapes[0]).all())
-        for shape in [int(shapes[0])] if single_shape else np.unique(shapes).tolist():
-            chosen = slice(None) if single_shape else shapes == shape
-            shape_w, shape_h = divmod(shape, 256)
-            cell_rows = (top[chosen] // cell)[:, None, None] + np.arange(shape_h // cell)[None, :, None]
-            cell_cols = (left[chosen] // cell)[:, None, None] + np.arange(shape_w // cell)[None, None, :]
-            coarse[:, cell_rows, cell_cols] = vectors[:, chosen, None, None]
-        return cls(np.ascontiguousarray(coarse[:, :rows, :cols]), cell, height, width, margin)
+        coarse = np.zeros((2, count, rows + int(extent[1]), cols + int(extent[0])), dtype=np.int16)
+        first_col, first_row = corners // cell
+        if (sizes == cell).all():  # every block is one cell (MPEG-4 without 4MV)
+            coarse[:, frame_of, first_row, first_col] = vectors
+        else:
+            shapes = sizes[0] * 256 + sizes[1]
+            for shape in np.unique(shapes).tolist():
+                chosen = shapes == shape
+                shape_w, shape_h = divmod(shape, 256)
+                cell_rows = first_row[chosen, None, None] + np.arange(shape_h // cell)[:, None]
+                cell_cols = first_col[chosen, None, None] + np.arange(shape_w // cell)
+                coarse[:, frame_of[chosen, None, None], cell_rows, cell_cols] = vectors[:, chosen, None, None]
+        return cls(np.ascontiguousarray(coarse[:, :, :rows, :cols].swapaxes(0, 1)), cell, height, width, margin)
 
-    def dense(self) -> np.ndarray:
-        """The per-pixel field, 2×H×W int16."""
-        return _expand(self.coarse, self.cell, self.height, self.width)
+    def __len__(self) -> int:
+        return len(self.coarse)
 
-    def padded_source_indices(self) -> np.ndarray:
-        """H×W int32 flat indices, into the reference padded by `self.margin` (`pad_edges`), of each pixel's source."""
-        padded_width = self.width + 2 * self.margin
-        offsets = self.coarse[1].astype(np.int32) * padded_width + self.coarse[0]
-        return _padded_positions(self.height, self.width, self.margin) - _expand(offsets, self.cell, self.height, self.width)
+    def dense(self, out: np.ndarray | None = None) -> np.ndarray:
+        """The per-pixel fields, T×2×H×W int16 (written into `out` when given)."""
+        if out is None:
+            out = np.empty((len(self), 2, self.height, self.width), dtype=np.int16)
+        rows = self.coarse.shape[2]
+        if rows * self.cell == self.height:  # one broadcast copy of the column-repeated grid
+            columns = self.coarse.repeat(self.cell, axis=-1)[..., None, : self.width]
+            np.copyto(out.reshape(len(self), 2, rows, self.cell, self.width), columns)
+        else:
+            out[...] = _expand(self.coarse, self.cell, self.height, self.width)
+        return out
 
-    def predict(self, reference: np.ndarray) -> np.ndarray:
-        """Motion-compensated prediction from an H×W (single-channel or packed-pixel) `reference`."""
-        return pad_edges(reference, self.margin).take(self.padded_source_indices())
+    def pad(self, references: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """References (T×H×W×C, or a list of H×W×C) stacked and edge-padded as `residuals` needs them."""
+        rows, cols = self.coarse.shape[2:]
+        return pad_edges(references, self.margin, rows * self.cell - self.height, cols * self.cell - self.width)
+
+    def _source_blocks(self, padded: np.ndarray) -> np.ndarray:
+        """T×rows×cols×cell×cell×C: for every grid cell, the window of its (padded) reference it points at.
+
+        One cell-sized window per grid cell is copied out of the edge-padded references (a strided
+        view indexed by the cells' source corners), never a gather per pixel.
+        """
+        cell, margin = self.cell, self.margin
+        rows, cols = self.coarse.shape[2:]
+        frame_stride, row_stride, col_stride, channel_stride = padded.strides
+        count, padded_rows, padded_cols, channels = padded.shape
+        windows = np.lib.stride_tricks.as_strided(
+            padded,
+            shape=(count, padded_rows - cell + 1, padded_cols - cell + 1, cell, cell, channels),
+            strides=(frame_stride, row_stride, col_stride, row_stride, col_stride, channel_stride),
+            writeable=False,
+        )
+        source_rows = np.arange(rows)[:, None] * cell + margin - self.coarse[:, 1]
+        source_cols = np.arange(cols)[None, :] * cell + margin - self.coarse[:, 0]
+        return windows[np.arange(count)[:, None, None], source_rows, source_cols]
+
+    def predict(self, references: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """Motion-compensated predictions from T H×W×C `references`: exactly `warp(references[t], dense()[t])`."""
+        blocks = self._source_blocks(self.pad(references))
+        count, rows, cols = blocks.shape[:3]
+        frames = blocks.swapaxes(2, 3).reshape(count, rows * self.cell, cols * self.cell, blocks.shape[-1])
+        return frames[:, : self.height, : self.width]
+
+    def residuals(self, currents: np.ndarray, padded_references: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """out (T×H×W×C int16) = currents − predictions from `pad(references)`, block-wise in one pass
+        when the grid tiles the frame."""
+        rows, cols = self.coarse.shape[2:]
+        blocks = self._source_blocks(padded_references)
+        if (rows * self.cell, cols * self.cell) != (self.height, self.width):
+            frames = blocks.swapaxes(2, 3).reshape(len(self), rows * self.cell, cols * self.cell, blocks.shape[-1])
+            return np.subtract(currents, frames[:, : self.height, : self.width], out=out, dtype=np.int16)
+        tiles = (len(self), rows, self.cell, cols, self.cell, currents.shape[-1])
+        np.subtract(currents.reshape(tiles).swapaxes(2, 3), blocks, out=out.reshape(tiles).swapaxes(2, 3), dtype=np.int16)
+        return out
 
 
 def dense_motion_vectors(block_vectors: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Spread FFmpeg's per-block `AVMotionVector` records over pixels: 2×H×W int16 `dst − src`."""
-    return BlockField.from_side_data(block_vectors, height, width).dense()
+    """Spread FFmpeg's per-block `AVMotionVector` records of one frame over pixels: 2×H×W int16 `dst − src`."""
+    return BlockFields.from_side_data([block_vectors], height, width).dense()[0]
 
 
 def source_indices(motion_vectors: np.ndarray) -> np.ndarray:
@@ -178,5 +227,8 @@ def vectors_from_indices(indices: np.ndarray) -> np.ndarray:
     """The 2×H×W int16 `dst − src` field whose warp reads the (unpadded) reference at flat `indices`."""
     height, width = indices.shape
     rows, cols = _pixel_grid(height, width)
-    source_rows, source_cols = np.divmod(indices, width)
-    return np.stack([cols - source_cols, rows - source_rows]).astype(np.int16)
+    source_rows = indices // width
+    field = np.empty((2, height, width), dtype=np.int16)
+    np.subtract(cols, indices - source_rows * width, out=field[0], casting="unsafe")
+    np.subtract(rows, source_rows, out=field[1], casting="unsafe")
+    return field

@@ -7,14 +7,14 @@ The representation, the sampling rule and the rounding/clamping choices are expl
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import av
 import numpy as np
 
-from cvfer.codec.motion import BlockField, vectors_from_indices
+from cvfer.codec.motion import BlockFields, vectors_from_indices
 from cvfer.errors import CompressedVideoError, ConfigError
 
 # Codecs whose motion vectors FFmpeg exports and whose P frames predict from the previous frame.
@@ -219,31 +219,83 @@ def codec_residual_to_rgb(planes: Sequence[np.ndarray], height: int, width: int)
     return np.rint(yuv @ _YUV_TO_RGB.T).astype(np.int16)
 
 
-def _codec_residuals(path: Path, stream: av.VideoStream, packets: Sequence[av.Packet], wanted: np.ndarray) -> dict[int, np.ndarray]:
+def _codec_residuals(
+    path: Path, stream: av.VideoStream, packets: Sequence[av.Packet], wanted: Collection[int]
+) -> dict[int, np.ndarray]:
     """Decode again with FFmpeg's `debug=nomc` (motion compensation off) and keep the wanted residuals."""
     context = av.codec.CodecContext.create(stream.codec_context.name, "r")
     context.extradata = stream.codec_context.extradata
     context.options = {"debug": "nomc"}
     height, width = stream.codec_context.height, stream.codec_context.width
     residuals = {}
-    wanted_set = set(wanted.tolist())
     for index, frame in enumerate(_decode(path, context, packets)):
-        if index in wanted_set:
+        if index in wanted:
             residuals[index] = codec_residual_to_rgb(_yuv_planes(frame, path), height, width)
     return residuals
 
 
 def _block_vectors(frame: av.VideoFrame) -> np.ndarray:
     """The frame's MOTION_VECTORS side data as FFmpeg's structured array (empty if it has none)."""
-    for side_data in frame.side_data:
-        if side_data.type == av.sidedata.sidedata.Type.MOTION_VECTORS:
-            return side_data.to_ndarray()
-    return _NO_BLOCK_VECTORS
+    side_data = frame.side_data.get(av.sidedata.sidedata.Type.MOTION_VECTORS)
+    return _NO_BLOCK_VECTORS if side_data is None else side_data.to_ndarray()
 
 
-def _bytes(packed: np.ndarray) -> np.ndarray:
-    """H×W×4 uint8 RGBA view of an H×W uint32 array of packed pixels."""
-    return packed[..., None].view(np.uint8)
+def _gather_pixels(image: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """Pixels of a contiguous H×W×3 uint8 `image` at flat `indices` (H×W), moving 3 bytes per pixel at once."""
+    pixels = image.reshape(-1, 3).view(np.dtype((np.void, 3))).ravel()
+    return pixels.take(indices, mode="clip").view(np.uint8).reshape(*indices.shape, 3)
+
+
+class _PFrameBatch:
+    """Collects sampled P frames and finishes them in batches, so NumPy's per-call cost is paid per batch."""
+
+    # Pixels per batch: big enough to spread the per-call cost, small enough to stay cache-friendly.
+    PIXELS = 1 << 21
+
+    def __init__(self, motion_vectors: np.ndarray, residuals: np.ndarray | None):
+        self.motion_vectors, self.residuals = motion_vectors, residuals
+        self.height, self.width = motion_vectors.shape[2:]
+        self.size = max(1, self.PIXELS // (self.height * self.width))
+        self.positions: list[int] = []
+        self.block_vectors: list[np.ndarray] = []
+        self.frames: list[np.ndarray | None] = []
+        self.references: list[np.ndarray | None] = []
+
+    def add(self, position: int, block_vectors: np.ndarray, frame: np.ndarray | None, reference: np.ndarray | None) -> None:
+        """Queue the P frame written to output `position` (frame and reference only for RGB residuals)."""
+        self.positions.append(position)
+        self.block_vectors.append(block_vectors)
+        self.frames.append(frame)
+        self.references.append(reference)
+        if len(self.positions) == self.size:
+            self.finish()
+
+    def finish(self) -> None:
+        """Write the queued frames' motion fields (and residuals) to their output positions."""
+        if not self.positions:
+            return
+        fields = BlockFields.from_side_data(self.block_vectors, self.height, self.width)
+        first, count = self.positions[0], len(self.positions)
+        in_order = self.positions == list(range(first, first + count))
+        where = slice(first, first + count) if in_order else self.positions
+        if in_order:
+            fields.dense(out=self.motion_vectors[where])
+        else:
+            self.motion_vectors[where] = fields.dense()
+        if self.residuals is not None:
+            chained = all(reference is frame for reference, frame in zip(self.references[1:], self.frames, strict=False))
+            if chained:  # consecutive P frames: each frame is the next one's reference, pad them once
+                padded = fields.pad([self.references[0], *self.frames])
+                margin = fields.margin
+                frames = padded[1:, margin : margin + self.height, margin : margin + self.width]
+                references = padded[:-1]
+            else:
+                frames, references = np.stack(self.frames), fields.pad(self.references)
+            if in_order:
+                fields.residuals(frames, references, out=self.residuals[where])
+            else:
+                self.residuals[where] = fields.residuals(frames, references, out=np.empty(frames.shape, dtype=np.int16))
+        self.positions, self.block_vectors, self.frames, self.references = [], [], [], []
 
 
 def _validate_options(num_frames: int | None, residual: str, accumulate: bool) -> None:
@@ -273,17 +325,17 @@ def read_compressed(
         if len(packets) < 2:
             raise CompressedVideoError("has a single frame and no P frames", path, "use a clip of at least two frames")
         wanted = sample_p_frames(len(packets) - 1, num_frames) + 1
-        wanted_set = set(wanted.tolist())
-        keep_rgb = {0} | wanted_set
-        if not accumulate:
-            keep_rgb |= {index - 1 for index in wanted_set}
-        stream.codec_context.flags2 |= av.codec.context.Flags2.export_mvs
+        # Output positions of each wanted stream index (an index repeats when P frames are few).
+        positions: dict[int, list[int]] = {}
+        for position, index in enumerate(wanted.tolist()):
+            positions.setdefault(index, []).append(position)
         height, width = stream.codec_context.height, stream.codec_context.width
-        # Frames are kept as RGBA viewed as one uint32 per pixel, so a warp is a single `take`.
-        packed_frames: dict[int, np.ndarray] = {}
-        fields: dict[int, BlockField] = {}
-        traced: dict[int, np.ndarray] = {}
-        accumulated = np.arange(height * width, dtype=np.int32).reshape(height, width)
+        motion_vectors = np.empty((len(wanted), 2, height, width), dtype=np.int16)
+        residuals = np.empty((len(wanted), height, width, 3), dtype=np.int16)
+        stream.codec_context.flags2 |= av.codec.context.Flags2.export_mvs
+        batch = _PFrameBatch(motion_vectors, residuals if residual == "rgb" else None)
+        iframe = previous = None
+        accumulated = np.arange(height * width, dtype=np.intp).reshape(height, width, 1)
         letters = []
         for index, frame in enumerate(_decode(path, stream.codec_context, packets)):
             letter = _picture_letter(frame)
@@ -291,41 +343,36 @@ def read_compressed(
             _check_mic_structure(path, index, letter)
             if (frame.height, frame.width) != (height, width):
                 raise _corrupt(path, f"frame {index}", ValueError(f"size {frame.height}×{frame.width} != {height}×{width}"))
-            if index in keep_rgb:
-                packed_frames[index] = frame.to_ndarray(format="rgba").view(np.uint32)[..., 0]
-            if index > 0 and (accumulate or index in wanted_set):
-                field = BlockField.from_side_data(_block_vectors(frame), height, width)
-                if accumulate:
-                    accumulated = field.predict(accumulated)
-                    if index in wanted_set:
-                        traced[index] = accumulated
-                else:
-                    fields[index] = field
-        codec_residuals = _codec_residuals(path, stream, packets, wanted) if residual == "codec" else {}
-        fps = _fps(stream)
-    motion_vectors = np.empty((len(wanted), 2, height, width), dtype=np.int16)
-    residuals = np.empty((len(wanted), height, width, 3), dtype=np.int16)
-    difference = np.empty((height, width, 4), dtype=np.int16)
-    for position, index in enumerate(wanted.tolist()):
-        if accumulate:
-            motion_vectors[position] = vectors_from_indices(traced[index])
-        else:
-            motion_vectors[position] = fields[index].dense()
+            outputs = positions.get(index)
+            needs_pixels = index == 0 or (
+                residual == "rgb" and (outputs is not None or (not accumulate and index + 1 in positions))
+            )
+            current = frame.to_ndarray(format="rgb24") if needs_pixels else None
+            if index == 0:
+                iframe = current
+            elif accumulate:
+                # Tracing back to the I frame is sequential: one frame at a time (Sec. 3.1, CoViAR).
+                field = BlockFields.from_side_data([_block_vectors(frame)], height, width)
+                accumulated = field.predict([accumulated])[0]
+                if outputs is not None:
+                    motion_vectors[outputs[0]] = vectors_from_indices(accumulated[..., 0])
+                    if residual == "rgb":
+                        prediction = _gather_pixels(iframe, accumulated[..., 0])
+                        np.subtract(current, prediction, out=residuals[outputs[0]], dtype=np.int16)
+            elif outputs is not None:
+                batch.add(outputs[0], _block_vectors(frame), current, previous)
+            previous = current
+        batch.finish()
+        for repeats in positions.values():
+            motion_vectors[repeats[1:]] = motion_vectors[repeats[0]]
+            residuals[repeats[1:]] = residuals[repeats[0]]
         if residual == "codec":
-            residuals[position] = codec_residuals[index]
-            continue
-        if accumulate:
-            prediction = packed_frames[0].take(traced[index])
-        else:
-            prediction = fields[index].predict(packed_frames[index - 1])
-        # Subtract all four bytes at once, then copy channel by channel: both far faster than one
-        # strided 3-of-4 operation.
-        np.subtract(_bytes(packed_frames[index]), _bytes(prediction), out=difference, dtype=np.int16)
-        for channel in range(3):
-            residuals[position, ..., channel] = difference[..., channel]
+            for index, codec_residual in _codec_residuals(path, stream, packets, positions).items():
+                residuals[positions[index]] = codec_residual
+        fps = _fps(stream)
     return CompressedVideo(
         path=path,
-        iframe=np.ascontiguousarray(_bytes(packed_frames[0])[..., :3]),
+        iframe=iframe,
         motion_vectors=motion_vectors,
         residuals=residuals,
         frame_types="".join(letters),
