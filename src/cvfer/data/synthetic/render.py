@@ -7,6 +7,7 @@ units": x to the image right, y down, origin at the face centre, face half-heigh
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import astuple, dataclass
 
@@ -224,7 +225,7 @@ class _Canvas:
     """One frame being painted back to front in face coordinates."""
 
     def __init__(self, identity: IdentityParams, aus: np.ndarray, pose: Pose, size: int):
-        self.id = identity
+        self.identity = identity
         self.aus = np.clip(aus, 0.0, 1.5)
         self.pose = pose
         coords = ((np.arange(size) + 0.5) / size * 2 - 1) * IMAGE_EXTENT
@@ -255,10 +256,10 @@ class _Canvas:
         region += np.clip(alpha[box], 0, 1)[..., None] * (np.asarray(color) - region)
 
     def skin(self, factor: float) -> np.ndarray:
-        return np.clip(np.asarray(self.id.skin) * factor, 0, 1)
+        return np.clip(np.asarray(self.identity.skin) * factor, 0, 1)
 
     def draw(self) -> None:
-        idp, x, y, pixel = self.id, self.x, self.y, self.pixel
+        idp, x, y, pixel = self.identity, self.x, self.y, self.pixel
         background = np.asarray(idp.background)
         self.rgb[:] = background * (1.0 - 0.1 * self.image_y[..., None])
         self.paint(_soft(_ellipse_distance(x, y, 0, 1.8, 1.3, 0.62), pixel), idp.shirt)
@@ -282,7 +283,7 @@ class _Canvas:
             self._glasses()
 
     def _face(self) -> None:
-        idp, x, y = self.id, self.x, self.y
+        idp, x, y = self.identity, self.x, self.y
         chin = idp.face_height + 0.1 * self.au(26)
         lower = np.clip(y / chin, 0, 1)
         half_width = idp.face_width * (1 - idp.jaw_taper * lower**2)
@@ -307,14 +308,14 @@ class _Canvas:
             self.paint(furrow * _stroke(segment, 0.014, self.pixel), self.skin(0.65))
 
     def _beard(self) -> None:
-        idp, x, y = self.id, self.x, self.y
+        idp, x, y = self.identity, self.x, self.y
         if idp.beard <= 0:
             return
         edge = idp.mouth_y - 0.08 - 0.55 * (x / idp.face_width) ** 2
         self.paint(idp.beard * self.head * _soft(edge - y, self.pixel), idp.hair_color)
 
     def _nose_and_folds(self) -> None:
-        idp, y, pixel = self.id, self.y, self.pixel
+        idp, y, pixel = self.identity, self.y, self.pixel
         nose_x = self.fx - 0.08 * self.pose.yaw
         tip_y = idp.nose_y - 0.03 * self.au(9) - 0.01 * self.au(10)
         flare = 1 + 0.3 * self.au(9)
@@ -350,17 +351,17 @@ class _Canvas:
 
     def _mouth_corners(self) -> list[tuple[float, float]]:
         """(x, y) of the left and right lip corners after the lip AUs."""
-        idp = self.id
+        idp = self.identity
         corners = []
         for side, sx in ((0, -1), (1, 1)):
-            au = lambda code: self.au(code, side)  # noqa: E731
+            au = functools.partial(self.au, side=side)
             width = idp.mouth_width * (1 + 0.25 * au(12) + 0.35 * au(20) - 0.15 * au(23) - 0.15 * au(14) - 0.08 * au(24))
             height = idp.mouth_y - 0.11 * au(12) - 0.035 * au(14) + 0.09 * au(15) + 0.02 * au(20) - 0.03 * au(10)
             corners.append((sx * width, height))
         return corners
 
     def _mouth(self) -> None:
-        idp, y, pixel = self.id, self.y, self.pixel
+        idp, y, pixel = self.identity, self.y, self.pixel
         x = self.fx
         (left_x, left_y), (right_x, right_y) = self._mouth_corners()
         right = x >= 0
@@ -398,11 +399,11 @@ class _Canvas:
         self.paint(0.45 * self.au(17) * _stroke(chin, 0.014, pixel), self.skin(0.68))
 
     def _eyes(self) -> None:
-        idp, y, pixel = self.id, self.y, self.pixel
+        idp, y, pixel = self.identity, self.y, self.pixel
         x = self.fx
         lash_color = np.asarray(idp.hair_color) * 0.5
         for side, sx in ((0, -1), (1, 1)):
-            au = lambda code: self.au(code, side)  # noqa: E731
+            au = functools.partial(self.au, side=side)
             cx, cy = sx * idp.eye_spacing, idp.eye_y
             upper = idp.eye_open_upper * max(0.12, 1 + 1.0 * au(5) - 0.6 * au(7) - 0.35 * au(6) - 0.2 * au(4) - 0.15 * au(9))
             lower = idp.eye_open_lower * max(0.1, 1 - 0.65 * au(6) - 0.6 * au(7) + 0.2 * au(5))
@@ -429,12 +430,12 @@ class _Canvas:
                 self.paint(0.45 * au(6) * _stroke(_segment_distance(x, y, outer, end), 0.011, pixel), self.skin(0.66))
 
     def _brows(self) -> None:
-        idp, y, pixel = self.id, self.y, self.pixel
+        idp, y, pixel = self.identity, self.y, self.pixel
         x = self.fx
         color = np.clip(np.asarray(idp.hair_color) * 0.8, 0, 1)
         base_y = idp.eye_y - idp.brow_gap
         for side, sx in ((0, -1), (1, 1)):
-            au = lambda code: self.au(code, side)  # noqa: E731
+            au = functools.partial(self.au, side=side)
             inner_x = sx * (idp.brow_inner - 0.05 * au(4))
             inner_y = base_y + 0.07 * au(4) - 0.11 * au(1) + 0.03 * au(9)
             outer_x = sx * idp.brow_outer
@@ -448,7 +449,7 @@ class _Canvas:
             self.paint(_stroke(y - centre, thickness, pixel) * span, color)
 
     def _hair_front(self) -> None:
-        idp, x, y, pixel = self.id, self.x, self.y, self.pixel
+        idp, x, y, pixel = self.identity, self.x, self.y, self.pixel
         style = HAIR_STYLES[idp.hair_style]
         grow = 1.14 if style == "volume" else 1.06
         cap = _soft(_ellipse_distance(x, y, 0, -0.06, idp.face_width * grow, idp.face_height * (grow + 0.06)), pixel)
@@ -458,7 +459,7 @@ class _Canvas:
         self.paint(alpha * cap * _soft(y - hairline, pixel), idp.hair_color)
 
     def _glasses(self) -> None:
-        idp, y, pixel = self.id, self.y, self.pixel
+        idp, y, pixel = self.identity, self.y, self.pixel
         x = self.fx
         rx, ry = idp.eye_width * 1.5 * idp.glasses_size, idp.eye_width * 1.05 * idp.glasses_size
         cy = idp.eye_y + 0.01
@@ -474,7 +475,7 @@ class _Canvas:
 
     def shade(self, lighting: Lighting) -> np.ndarray:
         """Apply Lambertian shading of a rounded head plus an ambient term, gain and tint."""
-        idp = self.id
+        idp = self.identity
         nx = self.x / (idp.face_width * 1.1)
         ny = self.y / (idp.face_height * 1.1)
         nz = np.sqrt(np.clip(1 - nx * nx - ny * ny, 0, 1))
