@@ -40,6 +40,17 @@ def test_reconstruction_identity_is_exact(make_clip, frames, codec):
         np.testing.assert_array_equal(rebuilt, decoded[index])
 
 
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_identity_when_the_size_is_not_a_multiple_of_16(make_clip, frames, accumulate):
+    clip = make_clip([frame[:56, :90] for frame in frames.zoom(6)], name="odd.mkv")
+    video = read_compressed(clip, accumulate=accumulate)
+    decoded = read_frames(clip)
+    assert video.size == (56, 90)
+    for field, residual, index in zip(video.motion_vectors, video.residuals, video.frame_indices, strict=True):
+        reference = decoded[0] if accumulate else decoded[index - 1]
+        np.testing.assert_array_equal(warp(reference, field) + residual, decoded[index])
+
+
 def test_zoom_vectors_point_away_from_the_centre(make_clip, frames):
     video = read_compressed(make_clip(frames.zoom(5)))
     field = video.motion_vectors[-1].astype(float)

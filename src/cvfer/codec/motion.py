@@ -187,11 +187,6 @@ class BlockFields:
         return out
 
 
-def dense_motion_vectors(block_vectors: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Spread FFmpeg's per-block `AVMotionVector` records of one frame over pixels: 2×H×W int16 `dst − src`."""
-    return BlockFields.from_side_data([block_vectors], height, width).dense()[0]
-
-
 def source_indices(motion_vectors: np.ndarray) -> np.ndarray:
     """Flat (row-major) index into the reference of the pixel each pixel is predicted from: H×W int32.
 
