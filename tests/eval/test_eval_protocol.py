@@ -66,8 +66,10 @@ def test_probe_fold_on_features_with_known_answers():
     assert probes["identity_probe"].accuracy > 0.9 and probes["identity_probe"].chance == pytest.approx(0.1)
     assert probes["expression_from_identity"].accuracy <= 0.75  # z_I holds no expression
     assert probes["mutual_information"] > 0.3
+    assert probes["mutual_information_null"] < probes["mutual_information"] - 0.3
     without_identity = probe_fold(FoldFeatures(expression, None, labels, subjects.astype(str), subjects >= 8))
-    assert without_identity["mutual_information"] is None and without_identity["expression_from_identity"] is None
+    assert without_identity["mutual_information"] is None and without_identity["mutual_information_null"] is None
+    assert without_identity["expression_from_identity"] is None
 
 
 def test_sweep_parsing_and_table():
@@ -81,9 +83,9 @@ def test_sweep_parsing_and_table():
     nan = {"mean": float("nan"), "std": float("nan"), "folds": 0}
     table = sweep_table(
         [{"option": "alpha", "value": "0.1", "war": row, "uar": row, "macro_f1": row,
-          "identity_probe_accuracy": row, "mutual_information": nan}]
+          "identity_probe_accuracy": row, "mutual_information": nan, "mutual_information_null": nan}]
     )
-    assert "| alpha |" in table and "| 0.1 | 50.00 ± 10.00 |" in table and table.endswith("– |")
+    assert "| alpha |" in table and "| 0.1 | 50.00 ± 10.00 |" in table and table.endswith("– | – |")
 
 
 def test_shared_classes_keep_training_order():

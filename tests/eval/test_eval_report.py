@@ -19,7 +19,7 @@ def _fake_run(root, num_clips: int = 32):
     probe = ProbeResult(accuracy=0.4, chance=0.25, majority=0.25, num_train=20, num_test=16, num_classes=4)
     folds = [
         score_fold(0, np.array([0, 1, 2, 2]), np.array([0, 1, 1, 2]), CLASSES,
-                   {"identity_probe": probe, "mutual_information": 0.12}),
+                   {"identity_probe": probe, "mutual_information": 0.12, "mutual_information_null": 0.01}),
         score_fold(1, np.array([0, 1, 1]), np.array([0, 1, 0]), CLASSES, {"identity_probe": probe}),
     ]
     write_metrics(CVResult("mic", str(root / "data"), str(root / "data"), CLASSES, folds), root)
@@ -50,7 +50,7 @@ def test_report_on_fake_run(tmp_path, capsys):
     # fold 0: WAR 3/4, fold 1: 2/3; mean 70.83, sample std 5.89
     assert "| 0 | 4 | 75.00 |" in report and "| 1 | 3 | 66.67 |" in report
     assert "70.83 ± 5.89" in report
-    assert "40.00 (25.00)" in report and "0.120" in report
+    assert "40.00 (25.00)" in report and "0.120 (0.010)" in report
     assert "| torch |" in report and "| av |" in report and "| cvfer |" in report
     assert '"epochs": 2' in report
 

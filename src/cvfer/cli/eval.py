@@ -52,7 +52,9 @@ def _run_cv(args: argparse.Namespace) -> int:
         return 0
     result = run_cv(data, config, args.out, **options)
     summary = result.summary()
-    for name in ("war", "uar", "macro_f1", "identity_probe_accuracy", "identity_probe_chance", "mutual_information"):
+    names = ("war", "uar", "macro_f1", "identity_probe_accuracy", "identity_probe_chance", "mutual_information",
+             "mutual_information_null")
+    for name in names:
         entry = summary[name]
         if entry["folds"]:
             print(f"{name:>24}: {entry['mean']:.4f} ± {entry['std']:.4f} ({entry['folds']} folds)")

@@ -53,6 +53,7 @@ class FoldResult:
     identity_probe: ProbeResult | None = None
     expression_from_identity: ProbeResult | None = None
     mutual_information: float | None = None
+    mutual_information_null: float | None = None  # the same estimator on pairs shuffled to independence
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for JSON."""
@@ -95,6 +96,9 @@ class CVResult:
             ],
             "mutual_information": [
                 math.nan if fold.mutual_information is None else fold.mutual_information for fold in self.folds
+            ],
+            "mutual_information_null": [
+                math.nan if fold.mutual_information_null is None else fold.mutual_information_null for fold in self.folds
             ],
         }
         summary = {}
@@ -182,8 +186,17 @@ def read_predictions(path: str | Path, classes: list[str]) -> tuple[np.ndarray, 
 
 
 def probe_fold(features: FoldFeatures, seed: int = 0, mine_steps: int = 300) -> dict[str, Any]:
-    """Identity probe on z_E, expression probe on z_I (train → test clips) and MI(z_E; z_I)."""
-    probes: dict[str, Any] = {"identity_probe": None, "expression_from_identity": None, "mutual_information": None}
+    """Identity probe on z_E, expression probe on z_I (train → test clips) and MI(z_E; z_I).
+
+    The MI estimate comes with its null: the same estimator on the pairs with z_I shuffled across clips,
+    which makes them independent; the null shows how far from 0 the estimator strays on this many pairs.
+    """
+    probes: dict[str, Any] = {
+        "identity_probe": None,
+        "expression_from_identity": None,
+        "mutual_information": None,
+        "mutual_information_null": None,
+    }
     try:
         probes["identity_probe"] = identity_probe(features.expression, features.subjects, seed=seed)
     except ValueError:
@@ -196,6 +209,10 @@ def probe_fold(features: FoldFeatures, seed: int = 0, mine_steps: int = 300) -> 
             )
         probes["mutual_information"] = mutual_information_estimate(
             features.expression, features.identity, steps=mine_steps, seed=seed
+        )
+        shuffled = features.identity[np.random.default_rng(seed).permutation(len(features.identity))]
+        probes["mutual_information_null"] = mutual_information_estimate(
+            features.expression, shuffled, steps=mine_steps, seed=seed
         )
     return probes
 
@@ -384,13 +401,14 @@ def sweep_table(rows: list[dict[str, Any]]) -> str:
 
     name = rows[0]["option"] if rows else "value"
     lines = [
-        f"| {name} | WAR (%) | UAR (%) | macro-F1 (%) | identity probe (%) | MI(z_E; z_I) |",
-        "|---|---|---|---|---|---|",
+        f"| {name} | WAR (%) | UAR (%) | macro-F1 (%) | identity probe (%) | MI(z_E; z_I) | MI null |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
             f"| {row['value']} | {cell(row['war'])} | {cell(row['uar'])} | {cell(row['macro_f1'])} | "
-            f"{cell(row['identity_probe_accuracy'])} | {cell(row['mutual_information'], 1.0, 3)} |"
+            f"{cell(row['identity_probe_accuracy'])} | {cell(row['mutual_information'], 1.0, 3)} | "
+            f"{cell(row['mutual_information_null'], 1.0, 3)} |"
         )
     return "\n".join(lines)
 
