@@ -130,6 +130,10 @@ class BlockFields:
     def __len__(self) -> int:
         return len(self.coarse)
 
+    def frame(self, index: int) -> BlockFields:
+        """The field of one frame of the batch, as a batch of one."""
+        return BlockFields(self.coarse[index : index + 1], self.cell, self.height, self.width, self.margin)
+
     def dense(self, out: np.ndarray | None = None) -> np.ndarray:
         """The per-pixel fields, T×2×H×W int16 (written into `out` when given)."""
         if out is None:

@@ -22,11 +22,11 @@ SUPPORTED_CODECS = {"mpeg4": "MPEG-4 Part 2", "h264": "H.264"}
 RESIDUAL_MODES = ("rgb", "codec")
 REENCODE_FIX = "re-encode it with `cvfer reencode SRC DST`"
 _PICTURE_LETTERS = {1: "I", 2: "P", 3: "B", 4: "S", 5: "i", 6: "p", 7: "b"}
-# Linear part of BT.601 limited-range YCbCr -> RGB (what swscale applies to untagged yuv420p); it maps a
-# residual (ΔY, ΔCb, ΔCr) to the RGB residual it causes when nothing clips.
 _NO_BLOCK_VECTORS = np.zeros(
     0, dtype=[("w", "u1"), ("h", "u1"), ("dst_x", "<i2"), ("dst_y", "<i2"), ("motion_x", "<i4"), ("motion_y", "<i4"), ("motion_scale", "<u2")]
 )
+# Linear part of BT.601 limited-range YCbCr -> RGB (what swscale applies to untagged yuv420p); it maps a
+# residual (ΔY, ΔCb, ΔCr) to the RGB residual it causes when nothing clips.
 _YUV_TO_RGB = np.array([[1.164, 0.0, 1.596], [1.164, -0.392, -0.813], [1.164, 2.017, 0.0]], dtype=np.float32)
 
 
@@ -111,10 +111,10 @@ def _demux(path: Path, container: av.container.InputContainer, stream: av.VideoS
     if stream.frames and len(packets) < stream.frames:
         raise _corrupt(path, "end of file", ValueError(f"{len(packets)} of {stream.frames} frames present"))
     expected_seconds = _header_duration(container, stream)
-    last = packets[-1]
-    if not stream.frames and expected_seconds and last.pts is not None and stream.time_base:
+    ends = [packet.pts + (packet.duration or 0) for packet in packets if packet.pts is not None]
+    if not stream.frames and expected_seconds and ends and stream.time_base:
         rate = _fps(stream) or 25.0
-        present_seconds = float((last.pts + (last.duration or 0) - (stream.start_time or 0)) * stream.time_base)
+        present_seconds = float((max(ends) - (stream.start_time or 0)) * stream.time_base)
         if present_seconds < expected_seconds - 1.5 / rate:
             raise _corrupt(path, "end of file", ValueError(f"{present_seconds:.2f} s of {expected_seconds:.2f} s present"))
     return packets
@@ -246,6 +246,43 @@ def _gather_pixels(image: np.ndarray, indices: np.ndarray) -> np.ndarray:
     return pixels.take(indices, mode="clip").view(np.uint8).reshape(*indices.shape, 3)
 
 
+class _AccumulatedTrace:
+    """CoViAR's accumulation: every P frame traced back to the I frame, fields built a batch at a time.
+
+    The trace itself is sequential (frame t's sources depend on frame t−1's); `accumulated` holds, for
+    every pixel, the flat index of the I-frame pixel it comes from.
+    """
+
+    def __init__(self, iframe: np.ndarray, motion_vectors: np.ndarray, residuals: np.ndarray,
+                 positions: dict[int, list[int]], size: int):
+        self.iframe, self.motion_vectors, self.residuals, self.positions = iframe, motion_vectors, residuals, positions
+        self.height, self.width = iframe.shape[:2]
+        self.size = size
+        self.accumulated = np.arange(self.height * self.width, dtype=np.int32).reshape(self.height, self.width, 1)
+        self.pending: list[tuple[int, np.ndarray, np.ndarray | None]] = []
+
+    def add(self, index: int, block_vectors: np.ndarray, frame: np.ndarray | None) -> None:
+        """Queue P frame `index` (its RGB pixels only when it is one of the returned frames)."""
+        self.pending.append((index, block_vectors, frame))
+        if len(self.pending) == self.size:
+            self.finish()
+
+    def finish(self) -> None:
+        """Advance the trace through the queued frames, writing the returned ones' fields and residuals."""
+        if not self.pending:
+            return
+        fields = BlockFields.from_side_data([vectors for _, vectors, _ in self.pending], self.height, self.width)
+        for offset, (index, _, frame) in enumerate(self.pending):
+            self.accumulated = fields.frame(offset).predict([self.accumulated])[0]
+            outputs = self.positions.get(index)
+            if outputs is not None:
+                sources = self.accumulated[..., 0]
+                self.motion_vectors[outputs[0]] = vectors_from_indices(sources)
+                prediction = _gather_pixels(self.iframe, sources)
+                np.subtract(frame, prediction, out=self.residuals[outputs[0]], dtype=np.int16)
+        self.pending = []
+
+
 class _PFrameBatch:
     """Collects sampled P frames and finishes them in batches, so NumPy's per-call cost is paid per batch."""
 
@@ -334,8 +371,7 @@ def read_compressed(
         residuals = np.empty((len(wanted), height, width, 3), dtype=np.int16)
         stream.codec_context.flags2 |= av.codec.context.Flags2.export_mvs
         batch = _PFrameBatch(motion_vectors, residuals if residual == "rgb" else None)
-        iframe = previous = None
-        accumulated = np.arange(height * width, dtype=np.intp).reshape(height, width, 1)
+        trace = iframe = previous = None
         letters = []
         for index, frame in enumerate(_decode(path, stream.codec_context, packets)):
             letter = _picture_letter(frame)
@@ -350,18 +386,14 @@ def read_compressed(
             current = frame.to_ndarray(format="rgb24") if needs_pixels else None
             if index == 0:
                 iframe = current
-            elif accumulate:
-                # Tracing back to the I frame is sequential: one frame at a time (Sec. 3.1, CoViAR).
-                field = BlockFields.from_side_data([_block_vectors(frame)], height, width)
-                accumulated = field.predict([accumulated])[0]
-                if outputs is not None:
-                    motion_vectors[outputs[0]] = vectors_from_indices(accumulated[..., 0])
-                    if residual == "rgb":
-                        prediction = _gather_pixels(iframe, accumulated[..., 0])
-                        np.subtract(current, prediction, out=residuals[outputs[0]], dtype=np.int16)
+                trace = _AccumulatedTrace(iframe, motion_vectors, residuals, positions, batch.size) if accumulate else None
+            elif trace is not None:
+                trace.add(index, _block_vectors(frame), current)
             elif outputs is not None:
                 batch.add(outputs[0], _block_vectors(frame), current, previous)
             previous = current
+        if trace is not None:
+            trace.finish()
         batch.finish()
         for repeats in positions.values():
             motion_vectors[repeats[1:]] = motion_vectors[repeats[0]]
