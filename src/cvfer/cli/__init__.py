@@ -10,7 +10,7 @@ from cvfer.errors import CvferError
 
 # Each module defines `register(subparsers)`, adding its verbs with `set_defaults(func=handler)`;
 # a handler takes the parsed namespace and returns an exit code.
-VERB_MODULES: tuple[str, ...] = ("cvfer.cli.data", "cvfer.cli.prepare", "cvfer.cli.eval", "cvfer.cli.train", "cvfer.cli.codec", "cvfer.cli.compare")
+VERB_MODULES: tuple[str, ...] = ("cvfer.cli.data", "cvfer.cli.prepare", "cvfer.cli.eval", "cvfer.cli.train", "cvfer.cli.codec", "cvfer.cli.compare", "cvfer.cli.demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
