@@ -28,11 +28,12 @@ def _fake_run(root, num_clips: int = 32):
         (root / fold).mkdir()
         (root / fold / "history.csv").write_text("epoch,step,ce,test_war\n1,5,1.2,0.3\n2,10,0.9,0.5\n")
     half = num_clips // 2
-    labels = np.arange(num_clips) % 3
+    labels = np.arange(num_clips) % 4  # the training dataset's 4 classes; metrics list the 3 shared ones
     subjects = np.repeat([f"S{index}" for index in range(num_clips // 4)], 4)
     features = rng.normal(size=(num_clips, 16)) + 3 * np.eye(16)[labels]
     np.savez(
         root / "fold_00" / "features.npz",
+        classes=np.array(["anger", "fear", "happiness", "surprise"]),
         train_features=features[:half], train_labels=labels[:half], train_subjects=subjects[:half],
         test_features=features[half:], test_labels=labels[half:], test_subjects=subjects[half:],
     )

@@ -37,6 +37,7 @@ class FoldFeatures:
     labels: np.ndarray  # (N,) int class index
     subjects: np.ndarray  # (N,) subject id as str
     is_test: np.ndarray  # (N,) bool
+    classes: list[str] | None = None  # names of the label indices (the training dataset's classes)
 
 
 @dataclass
@@ -157,6 +158,7 @@ def read_features(path: str | Path) -> FoldFeatures:
         labels=np.concatenate([parts["train_labels"], parts["test_labels"]]).astype(np.int64),
         subjects=np.concatenate([parts["train_subjects"], parts["test_subjects"]]).astype(str),
         is_test=np.concatenate([np.zeros(len(parts["train_labels"]), bool), np.ones(len(parts["test_labels"]), bool)]),
+        classes=[str(name) for name in parts["classes"]] if "classes" in parts else None,
     )
 
 

@@ -232,7 +232,8 @@ def _embedding_section(run_dir: Path, classes: list[str]) -> list[str]:
         if not (fold_dir / "features.npz").is_file():
             continue
         features = read_features(fold_dir / "features.npz")
-        expressions = [classes[int(label)] for label in features.labels]
+        names = features.classes or classes  # a cross-dataset run's metrics list only the shared classes
+        expressions = [names[int(label)] for label in features.labels]
         subjects = [str(subject) for subject in features.subjects]
         lines = [f"## Embedding of z_E ({fold_dir.name}, {len(features.labels)} clips, train and test)", ""]
         methods = ["pca"] + (["tsne"] if len(features.labels) >= TSNE_MIN_POINTS else [])
