@@ -11,6 +11,7 @@ from cvfer.errors import ConfigError
 from cvfer.models import create_model
 from cvfer.models.base import TrainState
 from cvfer.models.mic import MIC_PRESETS, PAPER_LEARNING_RATES, linear_beta
+from cvfer.models.mine import MIEstimate
 
 SIZE, FRAMES, IDENTITY_DIM, SUBJECTS = 32, 3, 16, 4
 
@@ -64,8 +65,27 @@ def test_fer_loss_is_ce_plus_alpha_mi_plus_beta_reconstruction() -> None:
     model = _mic(alpha=0.3)
     losses, logs = model.training_losses(_batch(), TrainState(epoch=10, num_epochs=100))
     beta = linear_beta(10)
-    expected = logs["ce"] + 0.3 * logs["mi"] + beta * logs["reconstruction"]
+    expected = logs["ce"] + 0.3 * max(logs["mi"], 0.0) + beta * logs["reconstruction"]
     assert float(losses["fer"].detach()) == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_negative_mi_estimate_is_not_rewarded() -> None:
+    """MI >= 0: a wrong estimator reading below 0 must not pull the encoder further (clamped at 0)."""
+
+    class NegativeEstimator(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.unused = torch.nn.Linear(1, 1)
+
+        def forward(self, x: torch.Tensor, y: torch.Tensor, permutation: torch.Tensor) -> MIEstimate:
+            value = -1.0 - (x**2).mean()
+            return MIEstimate(mi=value, estimator_loss=-value)
+
+    model = _mic(alpha=1.0)
+    model.mi_estimator = NegativeEstimator()
+    losses, logs = model.training_losses(_batch(), TrainState(epoch=40))
+    assert logs["mi"] < -1.0
+    assert float(losses["fer"].detach()) == pytest.approx(logs["ce"], rel=1e-6)
 
 
 def test_decoder_is_skipped_once_beta_reaches_zero() -> None:

@@ -284,7 +284,9 @@ class MIC(FERModel):
             # inputs of unit scale, like z_E's LSTM outputs.
             identity_input = global_identity * math.sqrt(self.identity_dim)
             estimate = self.mi_estimator(global_expression, identity_input, permutation)
-            fer_loss = fer_loss + self.alpha * estimate.mi
+            # MI >= 0: an estimate below 0 only says the estimator is momentarily wrong (e.g. CLUB's q anti-
+            # correlated with z_I), and the encoder must not profit from pushing it further down.
+            fer_loss = fer_loss + self.alpha * estimate.mi.clamp(min=0)
             losses["mine"] = estimate.estimator_loss
             logs["mi"] = float(estimate.mi.detach())
 
