@@ -287,7 +287,7 @@ class _PFrameBatch:
     """Collects sampled P frames and finishes them in batches, so NumPy's per-call cost is paid per batch."""
 
     # Pixels per batch: big enough to spread the per-call cost, small enough to stay cache-friendly.
-    PIXELS = 1 << 21
+    PIXELS = 1 << 19
 
     def __init__(self, motion_vectors: np.ndarray, residuals: np.ndarray | None):
         self.motion_vectors, self.residuals = motion_vectors, residuals
