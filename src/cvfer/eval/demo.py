@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from cvfer.errors import CvferError
+
 DEMO_MODELS = ("mic", "mic-mi")
 
 
@@ -40,6 +42,13 @@ def run_demo(
     options = {"threads": threads, "seed": seed}
     if epochs is not None:
         options["epochs"] = epochs
-    run_compare(data_dir, models, out_dir, num_folds=folds, options=options, bench_threads=1)
+    comparison = run_compare(data_dir, models, out_dir, num_folds=folds, options=options, bench_threads=1)
+    failed = [row for row in comparison.models if row.error]
+    if failed:
+        raise CvferError(
+            "; ".join(f"{row.name} failed: {row.error}" for row in failed),
+            out_dir,
+            "see <model>/error.txt there, fix the cause and run the demo again (it resumes)",
+        )
     report_path = write_report(out_dir / models[0])
     return DemoResult(data_dir=data_dir, table_path=out_dir / "compare.md", report_path=report_path)
