@@ -72,7 +72,8 @@ def test_wrong_structure(make_clip, frames):
     expect_error(make_clip(clip_frames, name="x264.mp4", codec="libx264", max_b_frames=3), "B frames", REENCODE)
     expect_error(make_clip(clip_frames, name="gop.mp4", gop_size=3), "second I frame at frame 3", REENCODE)
     expect_error(make_clip(clip_frames[:1], name="one.mp4"), "no P frames", "at least two frames")
-    expect_error(make_clip(clip_frames, name="h264.mp4", codec="libx264"), "residual='codec' needs MPEG-4", "residual='rgb'", residual="codec")
+    h264 = make_clip(clip_frames, name="h264.mp4", codec="libx264")
+    expect_error(h264, "residual='codec' needs MPEG-4", "residual='rgb'", residual="codec")
 
 
 def test_read_frames_errors(make_clip, frames, tmp_path):

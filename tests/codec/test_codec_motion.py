@@ -8,7 +8,9 @@ import pytest
 from cvfer.codec import warp
 from cvfer.codec.motion import BlockFields, vectors_from_indices
 
-RECORD = np.dtype([("w", "u1"), ("h", "u1"), ("dst_x", "<i2"), ("dst_y", "<i2"), ("motion_x", "<i4"), ("motion_y", "<i4"), ("motion_scale", "<u2")])
+RECORD = np.dtype(
+    [("w", "u1"), ("h", "u1"), ("dst_x", "<i2"), ("dst_y", "<i2"), ("motion_x", "<i4"), ("motion_y", "<i4"), ("motion_scale", "<u2")]
+)
 
 
 def random_records(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
@@ -16,8 +18,9 @@ def random_records(height: int, width: int, rng: np.random.Generator) -> np.ndar
     blocks = []
     for top in range(0, height, 16):
         for left in range(0, width, 16):
-            kind = rng.integers(3)
-            parts = [(top, left, 16)] if kind == 0 else [(top + dy, left + dx, 8) for dy in (0, 8) for dx in (0, 8)] if kind == 1 else []
+            kind = rng.integers(3)  # 0: one 16×16 block, 1: four 8×8 blocks, 2: intra (no vector)
+            split = [(top + dy, left + dx, 8) for dy in (0, 8) for dx in (0, 8)]
+            parts = [[(top, left, 16)], split, []][kind]
             for y, x, size in parts:
                 scale = int(rng.choice([1, 2, 4]))
                 motion = rng.integers(-12 * scale, 12 * scale + 1, size=2)

@@ -82,7 +82,8 @@ def _inspect(args: argparse.Namespace) -> int:
     print(f"file:       {info.path}")
     print(f"codec:      {info.codec}")
     print(f"size:       {height}×{width} (height×width), {info.fps:.3g} fps")
-    print(f"frames:     {len(info.frame_types)}  ({info.frame_types.count('I')} I, {info.frame_types.count('P')} P, {info.frame_types.count('B')} B)")
+    counts = ", ".join(f"{info.frame_types.count(letter)} {letter}" for letter in "IPB")
+    print(f"frames:     {len(info.frame_types)}  ({counts})")
     print(f"GOP:        {_runs(info.frame_types)}")
     try:
         video = read_compressed(args.video, residual=args.residual)
@@ -91,7 +92,10 @@ def _inspect(args: argparse.Namespace) -> int:
         return 1
     stats = motion_statistics(video.motion_vectors)
     print("MIC-ready:  yes")
-    print(f"motion:     mean |v| {stats['mean']:.2f} px, max |v| {stats['max']:.1f} px, non-zero {stats['nonzero']:.1%} of pixels")
+    print(
+        f"motion:     mean |v| {stats['mean']:.2f} px, max |v| {stats['max']:.1f} px, "
+        f"non-zero {stats['nonzero']:.1%} of pixels"
+    )
     print(f"residual:   mean |Δ| {np.abs(video.residuals).mean():.2f} ({args.residual})")
     if args.png:
         _draw(video, Path(args.png))

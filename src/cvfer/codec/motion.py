@@ -54,8 +54,9 @@ def pad_edges(
     else:
         for target, image in zip(padded, images, strict=True):
             target[margin : margin + height, margin : margin + width] = image
-    padded[:, :margin, margin : margin + width] = padded[:, margin : margin + 1, margin : margin + width]
-    padded[:, margin + height :, margin : margin + width] = padded[:, margin + height - 1 : margin + height, margin : margin + width]
+    columns = slice(margin, margin + width)
+    padded[:, :margin, columns] = padded[:, margin : margin + 1, columns]
+    padded[:, margin + height :, columns] = padded[:, margin + height - 1 : margin + height, columns]
     padded[:, :, :margin] = padded[:, :, margin : margin + 1]
     padded[:, :, margin + width :] = padded[:, :, margin + width - 1 : margin + width]
     return padded

@@ -23,7 +23,9 @@ RESIDUAL_MODES = ("rgb", "codec")
 REENCODE_FIX = "re-encode it with `cvfer reencode SRC DST`"
 _PICTURE_LETTERS = {1: "I", 2: "P", 3: "B", 4: "S", 5: "i", 6: "p", 7: "b"}
 _NO_BLOCK_VECTORS = np.zeros(
-    0, dtype=[("w", "u1"), ("h", "u1"), ("dst_x", "<i2"), ("dst_y", "<i2"), ("motion_x", "<i4"), ("motion_y", "<i4"), ("motion_scale", "<u2")]
+    0,
+    dtype=[("w", "u1"), ("h", "u1"), ("dst_x", "<i2"), ("dst_y", "<i2"),
+           ("motion_x", "<i4"), ("motion_y", "<i4"), ("motion_scale", "<u2")],
 )
 # Linear part of BT.601 limited-range YCbCr -> RGB (what swscale applies to untagged yuv420p); it maps a
 # residual (ΔY, ΔCb, ΔCr) to the RGB residual it causes when nothing clips.
@@ -338,7 +340,8 @@ class _PFrameBatch:
 def _validate_options(num_frames: int | None, residual: str, accumulate: bool) -> None:
     if residual not in RESIDUAL_MODES:
         raise ConfigError(f"unknown residual mode {residual!r}", fix=f"use one of {', '.join(RESIDUAL_MODES)}")
-    if num_frames is not None and (isinstance(num_frames, bool) or not isinstance(num_frames, int | np.integer) or num_frames < 1):
+    whole = isinstance(num_frames, int | np.integer) and not isinstance(num_frames, bool)
+    if num_frames is not None and (not whole or num_frames < 1):
         raise ConfigError(f"num_frames must be a positive integer or None, not {num_frames!r}")
     if accumulate and residual != "rgb":
         raise ConfigError("accumulate=True is defined for residual='rgb' only", fix="use residual='rgb'")
