@@ -136,6 +136,9 @@ def test_codec_residual_agrees_with_the_rgb_residual(make_clip, frames):
     inner_rgb = rgb.residuals[:, 16:-16, 16:-16].astype(float).ravel()
     assert np.abs(inner_codec).mean() > 2.0
     assert np.corrcoef(inner_codec, inner_rgb)[0, 1] > 0.6
+    repeated = read_compressed(clip, residual="codec", num_frames=5)
+    np.testing.assert_array_equal(repeated.frame_indices, [1, 2, 2, 3, 3])
+    np.testing.assert_array_equal(repeated.residuals, codec.residuals[[0, 1, 1, 2, 2]])
 
 
 def test_static_clip_has_almost_no_residual(make_clip, frames):

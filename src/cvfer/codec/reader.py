@@ -7,7 +7,7 @@ The representation, the sampling rule and the rounding/clamping choices are expl
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,9 +27,9 @@ _NO_BLOCK_VECTORS = np.zeros(
     dtype=[("w", "u1"), ("h", "u1"), ("dst_x", "<i2"), ("dst_y", "<i2"),
            ("motion_x", "<i4"), ("motion_y", "<i4"), ("motion_scale", "<u2")],
 )
-# Linear part of BT.601 limited-range YCbCr -> RGB (what swscale applies to untagged yuv420p); it maps a
-# residual (ΔY, ΔCb, ΔCr) to the RGB residual it causes when nothing clips.
-_YUV_TO_RGB = np.array([[1.164, 0.0, 1.596], [1.164, -0.392, -0.813], [1.164, 2.017, 0.0]], dtype=np.float32)
+# Linear part of BT.601 limited-range YCbCr -> RGB (what swscale applies to untagged yuv420p) in 8-bit
+# fixed point: R = 1.164 Y + 1.596 Cr, G = 1.164 Y − 0.392 Cb − 0.813 Cr, B = 1.164 Y + 2.017 Cb.
+_Y_GAIN, _CR_TO_R, _CB_TO_G, _CR_TO_G, _CB_TO_B = 298, 409, -100, -208, 516
 
 
 @dataclass(frozen=True, eq=False)
@@ -212,28 +212,36 @@ def _yuv_planes(frame: av.VideoFrame, path: Path) -> list[np.ndarray]:
 def codec_residual_to_rgb(planes: Sequence[np.ndarray], height: int, width: int) -> np.ndarray:
     """RGB residual (H×W×3 int16) from the Y, Cb, Cr planes a no-motion-compensation decode outputs.
 
-    Those planes are 128 + the decoded residual (clipped to 0..255); chroma is repeated to full
-    resolution and the linear BT.601 matrix maps (ΔY, ΔCb, ΔCr) to (ΔR, ΔG, ΔB), rounded.
+    Those planes are 128 + the decoded residual (clipped to 0..255). The linear part of BT.601
+    limited-range YCbCr -> RGB, in swscale's 8-bit fixed point (×256), maps (ΔY, ΔCb, ΔCr) to
+    (ΔR, ΔG, ΔB): chroma terms are computed at chroma resolution and repeated 2×2 onto the luma term,
+    and the sum is rounded (halves up).
     """
-    luma = planes[0].astype(np.float32) - 128.0
-    chroma = [plane.astype(np.float32).repeat(2, axis=0).repeat(2, axis=1)[:height, :width] - 128.0 for plane in planes[1:]]
-    yuv = np.stack([luma, *chroma], axis=-1)
-    return np.rint(yuv @ _YUV_TO_RGB.T).astype(np.int16)
+    blue, red = (np.subtract(plane, 128, dtype=np.int32) for plane in planes[1:])
+    chroma_rows = blue.shape[0]
+    luma_term = np.empty((2 * chroma_rows, width), dtype=np.int32)  # an odd last row is padded, then cut
+    np.multiply(np.subtract(planes[0], 128, dtype=np.int32), _Y_GAIN, out=luma_term[:height])
+    luma_term[height:] = luma_term[height - 1 : height]
+    luma_term += 128
+    pairs = luma_term.reshape(chroma_rows, 2, width)
+    out = np.empty((height, width, 3), dtype=np.int16)
+    for channel, term in enumerate((_CR_TO_R * red, _CB_TO_G * blue + _CR_TO_G * red, _CB_TO_B * blue)):
+        summed = pairs + term.repeat(2, axis=1)[:, None, :width]
+        out[..., channel] = summed.reshape(2 * chroma_rows, width)[:height] >> 8
+    return out
 
 
-def _codec_residuals(
-    path: Path, stream: av.VideoStream, packets: Sequence[av.Packet], wanted: Collection[int]
-) -> dict[int, np.ndarray]:
-    """Decode again with FFmpeg's `debug=nomc` (motion compensation off) and keep the wanted residuals."""
+def _write_codec_residuals(
+    path: Path, stream: av.VideoStream, packets: Sequence[av.Packet], positions: dict[int, list[int]], residuals: np.ndarray
+) -> None:
+    """Decode again with FFmpeg's `debug=nomc` (motion compensation off); write each wanted frame's residual."""
     context = av.codec.CodecContext.create(stream.codec_context.name, "r")
     context.extradata = stream.codec_context.extradata
     context.options = {"debug": "nomc"}
     height, width = stream.codec_context.height, stream.codec_context.width
-    residuals = {}
     for index, frame in enumerate(_decode(path, context, packets)):
-        if index in wanted:
-            residuals[index] = codec_residual_to_rgb(_yuv_planes(frame, path), height, width)
-    return residuals
+        if index in positions:
+            residuals[positions[index][0]] = codec_residual_to_rgb(_yuv_planes(frame, path), height, width)
 
 
 def _block_vectors(frame: av.VideoFrame) -> np.ndarray:
@@ -398,12 +406,11 @@ def read_compressed(
         if trace is not None:
             trace.finish()
         batch.finish()
+        if residual == "codec":
+            _write_codec_residuals(path, stream, packets, positions, residuals)
         for repeats in positions.values():
             motion_vectors[repeats[1:]] = motion_vectors[repeats[0]]
             residuals[repeats[1:]] = residuals[repeats[0]]
-        if residual == "codec":
-            for index, codec_residual in _codec_residuals(path, stream, packets, positions).items():
-                residuals[positions[index]] = codec_residual
         fps = _fps(stream)
     return CompressedVideo(
         path=path,
