@@ -46,6 +46,7 @@ class ClipDataset(torch.utils.data.Dataset):
         identity_encoder: Any = None,
         cache_dir: str | Path | None = None,
         *,
+        accumulate: bool = False,
         progress: bool = True,
     ):
         self.manifest = manifest
@@ -59,6 +60,7 @@ class ClipDataset(torch.utils.data.Dataset):
                 fix="pass --identity-encoder synthetic (or dlib, or a path)",
             )
         self.num_frames = num_frames
+        self.accumulate = accumulate
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
         by_path = {clip.path: clip for clip in manifest.clips}
         missing = [path for path in clip_paths if path not in by_path]
@@ -138,7 +140,7 @@ class ClipDataset(torch.utils.data.Dataset):
         path = self.manifest.video_path(clip)
         arrays: dict[str, np.ndarray] = {}
         if any(key in self.inputs for key in (*COMPRESSED_KEYS, "identity")):
-            params = {"num_frames": self.num_frames, "residual": "rgb", "accumulate": False}
+            params = {"num_frames": self.num_frames, "residual": "rgb", "accumulate": self.accumulate}
             if self.cache_dir is None:
                 video = codec.read_compressed(path, **params)
             else:

@@ -96,6 +96,7 @@ class Predictor:
         self.classes = list(classes)
         self.image_size = int(data["image_size"])
         self.num_frames = int(data["num_frames"])
+        self.accumulate = bool(data.get("accumulate", False))
         self.inputs = tuple(key for key in data["inputs"] if key not in TARGET_KEYS)
         self.face_crop = bool(data.get("face_crop", False))
         self.data = dict(data)
@@ -128,7 +129,9 @@ class Predictor:
         manifest = Manifest(root=root, clips=[record], classes=self.classes)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # an unreadable clip raises below; no need to warn twice
-            dataset = ClipDataset(manifest, [relative_path], self.inputs, self.num_frames, progress=False)
+            dataset = ClipDataset(
+                manifest, [relative_path], self.inputs, self.num_frames, accumulate=self.accumulate, progress=False
+            )
         batch = dataset.batch([0], keys=self.inputs)
         return {key: batch[key][0] for key in self.inputs}
 
@@ -173,7 +176,7 @@ class Predictor:
         """(clip paths kept, probabilities N×C) for clips of a prepared dataset (unreadable clips are skipped)."""
         from cvfer.data.dataset import ClipDataset
 
-        dataset = ClipDataset(manifest, clip_paths, self.inputs, self.num_frames)
+        dataset = ClipDataset(manifest, clip_paths, self.inputs, self.num_frames, accumulate=self.accumulate)
         probabilities = []
         for start in range(0, len(dataset), batch_size):
             indices = list(range(start, min(start + batch_size, len(dataset))))

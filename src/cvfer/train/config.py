@@ -52,6 +52,7 @@ class TrainConfig:
     group_lr: dict[str, float] = field(default_factory=dict)
     seed: int = 0
     num_frames: int = 8
+    accumulate: bool = False  # residuals/vectors traced back to the I frame (CoViAR) instead of frame to frame
     identity_encoder: str | None = "synthetic"  # f_I: "synthetic", "dlib" or a path; loaded only for models taking z_I
     device: str = "cpu"
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default

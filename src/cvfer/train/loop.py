@@ -271,6 +271,7 @@ class _Trainer:
                 self.config.num_frames,
                 identity_encoder,
                 self.config.cache_dir,
+                accumulate=self.config.accumulate,
                 progress=self.context.is_main,
             )
 
@@ -448,6 +449,7 @@ class _Trainer:
                 "num_frames": self.config.num_frames,
                 "inputs": list(model.test_inputs),
                 "residual": "rgb",
+                "accumulate": self.config.accumulate,
                 "face_crop": _face_cropped(self.manifest),
             },
         )
