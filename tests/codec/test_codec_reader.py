@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cvfer.codec import read_compressed, read_frames, warp
-from cvfer.codec.reader import sample_p_frames
+from cvfer.codec.reader import codec_residual_to_rgb, sample_p_frames
 from cvfer.errors import ConfigError
 
 STEPS = [(2, 1), (2, 1), (-3, 2), (4, 0), (0, -2)]
@@ -168,3 +168,18 @@ def test_read_frames_by_index(translation_clip):
 def test_bad_options_are_config_errors(translation_clip, options, message):
     with pytest.raises(ConfigError, match=message):
         read_compressed(translation_clip, **options)
+
+
+@pytest.mark.parametrize(("height", "width"), [(64, 96), (63, 95)])
+def test_codec_residual_colour_conversion_matches_bt601(height, width):
+    rng = np.random.default_rng(height)
+    chroma_shape = ((height + 1) // 2, (width + 1) // 2)
+    planes = [rng.integers(0, 256, (height, width), dtype=np.uint8)]
+    planes += [rng.integers(0, 256, chroma_shape, dtype=np.uint8) for _ in range(2)]
+    luma = planes[0] - 128.0
+    blue, red = (plane.repeat(2, 0).repeat(2, 1)[:height, :width] - 128.0 for plane in planes[1:])
+    matrix = np.array([[1.164, 0.0, 1.596], [1.164, -0.392, -0.813], [1.164, 2.017, 0.0]])
+    expected = np.stack([luma, blue, red], axis=-1) @ matrix.T
+    converted = codec_residual_to_rgb(planes, height, width)
+    assert converted.dtype == np.int16 and converted.shape == (height, width, 3)
+    assert np.abs(converted - expected).max() < 1.0
