@@ -7,7 +7,6 @@ that group (the trainer's `torch.autograd.grad(loss, group)`), and log plain fin
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterator
 
 import pytest
@@ -30,7 +29,6 @@ def _one_thread() -> Iterator[None]:
 
 
 def _build(name: str) -> FERModel:
-    accepted = inspect.signature(registry._BUILDERS[name]).parameters
     extras = {"identity_dim": IDENTITY_DIM, "num_subjects": SUBJECTS}
     torch.manual_seed(0)
     return create_model(
@@ -38,7 +36,7 @@ def _build(name: str) -> FERModel:
         num_classes=NUM_CLASSES,
         image_size=SIZE,
         num_frames=FRAMES,
-        **{key: value for key, value in extras.items() if key in accepted},
+        **{key: value for key, value in extras.items() if registry.builder_accepts(name, key)},
     )
 
 
@@ -102,3 +100,18 @@ def test_model_forward_and_one_step_of_every_group(name: str) -> None:
     assert isinstance(output, FEROutput)
     assert output.logits.shape == (BATCH, NUM_CLASSES) and torch.isfinite(output.logits).all()
     assert output.features.shape[0] == BATCH
+
+
+def test_builder_accepts_reads_the_builder_signature() -> None:
+    assert registry.builder_accepts("mic", "identity_dim")
+    assert registry.builder_accepts("tfen", "num_subjects")
+    assert not registry.builder_accepts("cnn-lstm", "identity_dim")
+    assert not registry.builder_accepts("no-such-model", "num_classes")
+
+
+def test_ablation_builders_fix_their_components() -> None:
+    assert not registry.builder_accepts("tfen-no-3d", "temporal_3d")
+    assert not registry.builder_accepts("ceflnet-sal", "activation")
+    with pytest.raises(TypeError, match="decoupling"):
+        create_model("tfen", decoupling="none")
+    assert create_model("tfen-no-adversary", image_size=SIZE, num_frames=FRAMES).adversary is None

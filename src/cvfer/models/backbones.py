@@ -1,7 +1,7 @@
 """ResNet-18 written here (no torchvision), with optional squeeze-and-excitation, in stages that
 other models cut: `resnet18_stem`, `resnet18_stage(k)` are conv1 and conv{k+1}_x of He et al.
 `resnet18_3d_stage(k)` is the same stage of Hara et al.'s 3D ResNet-18 (TFEN's 3D network), and
-`frames_to_images` turns the decoded-frame batch into backbone input."""
+`frames_to_images` turns the decoded-frame batch into backbone input, `encode_frames` runs a backbone per frame."""
 
 from __future__ import annotations
 
@@ -139,3 +139,8 @@ def frames_to_images(frames: Tensor, input_size: int | None = None) -> Tensor:
     mean = torch.tensor(IMAGENET_MEAN, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
     return (images - mean) / std
+
+
+def encode_frames(encoder: nn.Module, frames: Tensor, input_size: int | None = None) -> Tensor:
+    """(B, T, 3, H, W) frames -> (B, T, d): `encoder` on each frame, prepared by `frames_to_images`."""
+    return encoder(frames_to_images(frames, input_size)).unflatten(0, frames.shape[:2])

@@ -13,9 +13,9 @@ import torch
 from torch import Tensor, nn
 
 from cvfer.errors import ConfigError
-from cvfer.models.backbones import ResNet18, frames_to_images
+from cvfer.models.backbones import ResNet18, encode_frames
 from cvfer.models.base import FERModel, FEROutput, TrainState
-from cvfer.models.registry import register_model
+from cvfer.models.registry import register_model, variant_builder
 
 FEATURE_DIM = ResNet18.out_features
 
@@ -184,8 +184,7 @@ class CEFLNet(FERModel):
         # Run the backbone once per distinct frame, then lay the features out as clips.
         distinct, positions = self.clip_indices(frames.shape[1]).flatten().unique(return_inverse=True)
         distinct, positions = distinct.to(frames.device), positions.to(frames.device)
-        frame_features = self.backbone(frames_to_images(frames[:, distinct], self.input_size))
-        frame_features = frame_features.unflatten(0, (frames.shape[0], -1))[:, positions]
+        frame_features = encode_frames(self.backbone, frames[:, distinct], self.input_size)[:, positions]
         if self.self_attention is None:
             return FEROutput(*self.head(frame_features))
         clips = frame_features.unflatten(1, (self.num_clips, self.frames_per_clip)).flatten(0, 1)
@@ -202,23 +201,14 @@ class CEFLNet(FERModel):
         return {"main": loss}, {"loss": float(loss.detach())}
 
 
-def _builder(**variant: bool) -> Callable[..., CEFLNet]:
-    """A registered builder: CEFLNet with the components of one Table 6 row."""
-
-    def build(
-        num_classes: int = 7,
-        image_size: int = 64,
-        num_frames: int = 16,
-        input_size: int | None = None,
-        num_clips: int = 7,
-        frames_per_clip: int = 5,
-    ) -> CEFLNet:
-        return CEFLNet(num_classes, image_size, num_frames, input_size, num_clips, frames_per_clip, **variant)
-
-    return build
+def _ablation(
+    self_attention: bool = True, relation: bool = True, activation: bool = True
+) -> Callable[..., CEFLNet]:
+    """A registered builder: CEFLNet with the components of one Table 6 row fixed (not options of the builder)."""
+    return variant_builder(CEFLNet, self_attention=self_attention, relation=relation, activation=activation)
 
 
-register_model("ceflnet")(_builder())
-register_model("ceflnet-sal-lrl")(_builder(activation=False))
-register_model("ceflnet-sal")(_builder(relation=False, activation=False))
-register_model("ceflnet-resnet18")(_builder(self_attention=False, relation=False, activation=False))
+register_model("ceflnet")(_ablation())
+register_model("ceflnet-sal-lrl")(_ablation(activation=False))
+register_model("ceflnet-sal")(_ablation(relation=False, activation=False))
+register_model("ceflnet-resnet18")(_ablation(self_attention=False, relation=False, activation=False))

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from cvfer.models.backbones import ResNet18, frames_to_images
+from cvfer.models.backbones import ResNet18, encode_frames
 from cvfer.models.base import FERModel, FEROutput
-from cvfer.models.registry import register_model
+from cvfer.models.registry import register_model, variant_builder
 
 
 class CNNLSTM(FERModel):
-    """ResNet-18 frame encoder + single-layer LSTM + linear classifier; trained with the default CE loss."""
+    """ResNet-18 frame encoder + single-layer LSTM + linear classifier; trained with the default CE loss.
+    Frames are resized to `input_size` when given."""
 
     train_inputs = ("frames", "label")
     test_inputs = ("frames",)
@@ -36,20 +37,9 @@ class CNNLSTM(FERModel):
 
     def forward(self, batch: dict[str, Tensor]) -> FEROutput:
         frames = batch["frames"]
-        frame_features = self.encoder(frames_to_images(frames, self.input_size)).unflatten(0, frames.shape[:2])
-        _, (hidden, _) = self.lstm(frame_features)
+        _, (hidden, _) = self.lstm(encode_frames(self.encoder, frames, self.input_size))
         features = hidden[-1]
         return FEROutput(self.classifier(features), features)
 
 
-@register_model("cnn-lstm")
-def cnn_lstm(
-    num_classes: int = 7,
-    image_size: int = 64,
-    num_frames: int = 8,
-    input_size: int | None = None,
-    hidden_size: int = 512,
-    dropout: float = 0.2,
-) -> CNNLSTM:
-    """ResNet-18 + LSTM on decoded frames, resized to `input_size` when given."""
-    return CNNLSTM(num_classes, image_size, num_frames, input_size, hidden_size, dropout)
+register_model("cnn-lstm")(variant_builder(CNNLSTM))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,29 @@ def register_model(name: str) -> Callable[[Callable[..., Any]], Callable[..., An
         return builder
 
     return decorator
+
+
+def variant_builder(model_class: Callable[..., Any], **fixed: Any) -> Callable[..., Any]:
+    """A builder of `model_class` with the options in `fixed` set: its signature is the class's without them."""
+    signature = inspect.signature(model_class)
+    unknown = set(fixed) - set(signature.parameters)
+    if unknown:
+        raise ValueError(f"{model_class.__name__} has no option {', '.join(sorted(unknown))}")
+    signature = signature.replace(parameters=[p for p in signature.parameters.values() if p.name not in fixed])
+
+    def build(**cfg: Any) -> Any:
+        signature.bind(**cfg)  # TypeError naming the option, as a plain builder would raise
+        return model_class(**cfg, **fixed)
+
+    build.__signature__ = signature  # type: ignore[attr-defined]
+    build.__doc__ = f"{model_class.__name__} with {fixed or 'its default options'}."
+    return build
+
+
+def builder_accepts(name: str, keyword: str) -> bool:
+    """Whether the builder registered as `name` takes the keyword argument `keyword` (False for unknown names)."""
+    builder = _BUILDERS.get(name)
+    return builder is not None and keyword in inspect.signature(builder).parameters
 
 
 def create_model(name: str, **cfg: Any) -> Any:

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from cvfer.errors import CheckpointError, ConfigError
 from cvfer.models.backbones import frames_to_images, resnet18_3d_stage, resnet18_stage, resnet18_stem
 from cvfer.models.base import FERModel, FEROutput, TrainState
-from cvfer.models.registry import register_model
+from cvfer.models.registry import register_model, variant_builder
 
 TFE_CHANNELS = 128  # output of conv3_x: the 28×28×128 maps of Sec. 3.2-3.4 at input 224
 
@@ -202,94 +202,6 @@ class TFEN(FERModel):
 
     def _load_face_recogniser(self, face_weights: str | Path | Mapping[str, Tensor]) -> None:
         """Initialise F (and A's conv4_x/conv5_x) from a `ResNet18(squeeze_excitation=True)` state dict."""
-        face_extractor = self.recognizer.face_extractor
-        if face_extractor is None:
-            raise ConfigError("face_weights given to a TFEN variant without a facial feature extractor", fix="drop it")
-        source = str(face_weights) if isinstance(face_weights, (str, Path)) else "face_weights"
-        state = _read_state_dict(face_weights)
-        prefix = next((key[: -len("stem.0.weight")] for key in state if key.endswith("stem.0.weight")), None)
-        if prefix is None:
-            raise CheckpointError(
-                "no 'stem.0.weight' key: not a cvfer SE-ResNet-18 state dict",
-                source,
-                "pass the state_dict of cvfer.models.backbones.ResNet18(squeeze_excitation=True)",
-            )
-        face_state: dict[str, Tensor] = {}
-        head_state: dict[str, Tensor] = {}
-        # Recogniser stage -> (target, key prefix there): conv1..conv3_x form F, conv4_x and conv5_x start A.
-        destinations = {
-            "stem.": (face_state, "0."),
-            "stages.0.": (face_state, "1."),
-            "stages.1.": (face_state, "2."),
-            "stages.2.": (head_state, "0.0."),
-            "stages.3.": (head_state, "0.1."),
-        }
-        for key, value in state.items():
-            for stage, (target, renamed) in destinations.items():
-                if key.startswith(prefix + stage):
-                    target[renamed + key[len(prefix + stage) :]] = value
-        try:
-            face_extractor.load_state_dict(face_state)
-            if self.adversary is not None and head_state:
-                self.adversary.load_state_dict(head_state, strict=False)
-        except RuntimeError as error:
-            first_line = str(error).splitlines()[0]
-            raise CheckpointError(
-                f"does not fit TFEN's face extractor: {first_line}",
-                source,
-                "pass weights of cvfer.models.backbones.ResNet18(squeeze_excitation=True)",
-            ) from None
-
-    def forward(self, batch: dict[str, Tensor]) -> TFENOutput:
-        frames = batch["frames"]
-        tfe = self.typical_features(frames)
-        out = self.classify(tfe, frames.shape[1])
-        return TFENOutput(out.logits, out.features, tfe)
-
-
-class TFEN(FERModel):
-    """TFEN and its ablations; groups: "main" (E, Decoupler, 3D network, classifier), "adversary" (A)."""
-
-    train_inputs = ("frames", "label", "subject")
-    test_inputs = ("frames",)
-
-    def __init__(
-        self,
-        num_classes: int = 7,
-        image_size: int = 64,
-        num_frames: int = 7,
-        input_size: int | None = None,
-        num_subjects: int = 128,
-        face_weights: str | Path | Mapping[str, Tensor] | None = None,
-        alpha: float = 5.0,
-        adversary_every: int = 3,
-        dropout: float = 0.2,
-        decoupling: Decoupling = "decoupler",
-        adversarial: bool = True,
-        temporal_3d: bool = True,
-    ):
-        super().__init__()
-        if adversarial and decoupling == "none":
-            raise ConfigError("TFEN's adversary needs decoupled features", fix="use decoupling='decoupler' or 'concat'")
-        if adversary_every < 2:
-            raise ConfigError(
-                f"adversary_every={adversary_every} leaves no step for the expression side", fix="use S >= 2"
-            )
-        self.image_size = image_size
-        self.num_frames = num_frames
-        self.num_subjects = num_subjects
-        self.alpha = alpha
-        self.adversary_every = adversary_every
-        self.recognizer = TFENRecognizer(num_classes, input_size, decoupling, temporal_3d, dropout)
-        # Adversarial network A (Sec. 3.5): conv4_x + conv5_x of the face recogniser + identity classifier.
-        self.adversary: nn.Module | None = None
-        if adversarial:
-            self.adversary = nn.Sequential(se_resnet18_head(), nn.Dropout(dropout), nn.Linear(512, num_subjects))
-        if face_weights is not None:
-            self._load_face_recogniser(face_weights)
-
-    def _load_face_recogniser(self, face_weights: str | Path | Mapping[str, Tensor]) -> None:
-        """Initialise F (and A's conv4_x/conv5_x) from a `ResNet18(squeeze_excitation=True)` state dict."""
         source = str(face_weights) if isinstance(face_weights, (str, Path)) else "face_weights"
         state = _read_state_dict(face_weights)
         prefix = next((key[: -len("stem.0.weight")] for key in state if key.endswith("stem.0.weight")), None)
@@ -392,38 +304,15 @@ def _read_state_dict(face_weights: str | Path | Mapping[str, Tensor]) -> Mapping
     return loaded
 
 
-def _builder(**variant: Any) -> Callable[..., TFEN]:
-    """A registered builder: TFEN with the options of one ablation fixed."""
-
-    def build(
-        num_classes: int = 7,
-        image_size: int = 64,
-        num_frames: int = 7,
-        input_size: int | None = None,
-        num_subjects: int = 128,
-        face_weights: str | Path | Mapping[str, Tensor] | None = None,
-        alpha: float = 5.0,
-        adversary_every: int = 3,
-        dropout: float = 0.2,
-    ) -> TFEN:
-        return TFEN(
-            num_classes,
-            image_size,
-            num_frames,
-            input_size,
-            num_subjects,
-            face_weights,
-            alpha,
-            adversary_every,
-            dropout,
-            **variant,
-        )
-
-    return build
+def _ablation(
+    decoupling: Decoupling = "decoupler", adversarial: bool = True, temporal_3d: bool = True
+) -> Callable[..., TFEN]:
+    """A registered builder: TFEN with the components of one ablation fixed (not options of the builder)."""
+    return variant_builder(TFEN, decoupling=decoupling, adversarial=adversarial, temporal_3d=temporal_3d)
 
 
-register_model("tfen")(_builder())
-register_model("tfen-no-decoupler")(_builder(decoupling="concat"))
-register_model("tfen-no-adversary")(_builder(adversarial=False))
-register_model("tfen-no-face-decoupling")(_builder(decoupling="none", adversarial=False))
-register_model("tfen-no-3d")(_builder(temporal_3d=False))
+register_model("tfen")(_ablation())
+register_model("tfen-no-decoupler")(_ablation(decoupling="concat"))
+register_model("tfen-no-adversary")(_ablation(adversarial=False))
+register_model("tfen-no-face-decoupling")(_ablation(decoupling="none", adversarial=False))
+register_model("tfen-no-3d")(_ablation(temporal_3d=False))
