@@ -9,7 +9,6 @@ or gradient is not finite is skipped (all groups), and `max_bad_steps` bad steps
 from __future__ import annotations
 
 import csv
-import inspect
 import io
 import math
 import random
@@ -30,6 +29,7 @@ from cvfer.eval.metrics import accuracy, mean_class_accuracy
 from cvfer.io import atomic_open, atomic_write_json, atomic_write_text
 from cvfer.models import create_model
 from cvfer.models.base import FERModel, FEROutput, TrainState
+from cvfer.models.registry import builder_accepts
 from cvfer.train.checkpoint import (
     CHECKPOINT_NAME,
     MODEL_NAME,
@@ -188,7 +188,7 @@ class _Trainer:
             "image_size": _image_size(self.manifest),
             "num_frames": config.num_frames,
             **({"identity_dim": identity_dim} if identity_dim is not None else {}),
-            **({"num_subjects": len(self.manifest.subjects())} if _builder_accepts(config.model, "num_subjects") else {}),
+            **({"num_subjects": len(self.manifest.subjects())} if builder_accepts(config.model, "num_subjects") else {}),
             **config.model_cfg,
         }
         torch.manual_seed(config.seed)
@@ -235,7 +235,7 @@ class _Trainer:
 
     def _identity_encoder(self) -> tuple[Any, int | None]:
         """The frozen f_I and its dimension, loaded only when the model takes `identity_dim`."""
-        if not _builder_accepts(self.config.model, "identity_dim"):
+        if not builder_accepts(self.config.model, "identity_dim"):
             return None, None
         if not self.config.identity_encoder:
             raise ConfigError(
@@ -526,14 +526,6 @@ def _image_size(manifest: Manifest) -> int:
             "re-prepare the dataset with `cvfer prepare` or `cvfer synth`",
         )
     return size
-
-
-def _builder_accepts(model_name: str, keyword: str) -> bool:
-    """Whether the registered builder of `model_name` takes `keyword` (e.g. identity_dim, num_subjects)."""
-    from cvfer.models import registry
-
-    builder = registry._BUILDERS.get(model_name)
-    return builder is not None and keyword in inspect.signature(builder).parameters
 
 
 def _load_identity_encoder(spec: str) -> Any:
