@@ -87,3 +87,15 @@ def test_cli_trains_and_reports(fake_data, tmp_path, capsys):
     assert main([*args[:-2], "--epochs", "2", "--set", "identity_encoder=null", "--resume"]) == 0
     assert main([*args, "--set", "epoch=3"]) == 2
     assert "cvfer: error: --set epoch: unknown training option" in capsys.readouterr().err
+
+
+def test_train_and_cv_read_training_options_alike():
+    from cvfer.cli import build_parser
+    from cvfer.cli.train import train_config_from_args
+
+    options = ["--preset", "ckplus", "--epochs", "2", "--lr", "0.01", "--alpha", "0.3", "--set", "seed=5"]
+    parser = build_parser()
+    from_train = train_config_from_args(parser.parse_args(["train", "--data", "d", "--out", "o", *options]))
+    from_cv = train_config_from_args(parser.parse_args(["cv", "--data", "d", "--out", "o", *options]))
+    assert from_train == from_cv
+    assert (from_cv.epochs, from_cv.lr, from_cv.seed, from_cv.model_cfg["alpha"]) == (2, 0.01, 5, 0.3)

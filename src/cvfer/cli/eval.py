@@ -6,33 +6,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
+from cvfer.cli.train import add_train_config_arguments, train_config_from_args
 from cvfer.errors import ConfigError
-
-
-def _train_config(args: argparse.Namespace) -> Any:
-    """A `TrainConfig` layered as `cvfer train` does: preset / JSON file, options, model options, --set."""
-    from cvfer.train.config import build_config
-
-    return build_config(
-        preset=args.preset,
-        config_path=args.config,
-        options={
-            "model": args.model,
-            "epochs": args.epochs,
-            "batch_size": args.batch_size,
-            "lr": args.lr,
-            "num_frames": args.num_frames,
-            "identity_encoder": args.identity_encoder,
-            "seed": args.seed,
-            "device": args.device,
-            "threads": args.threads,
-            "cache_dir": args.cache_dir,
-        },
-        model_options={"alpha": args.alpha, "mi_estimator": args.mi_estimator},
-        settings=args.set,
-    )
 
 
 def _run_cv(args: argparse.Namespace) -> int:
@@ -43,7 +19,7 @@ def _run_cv(args: argparse.Namespace) -> int:
         raise ConfigError("no training data", fix="give --data DIR (or --train-data A --test-data B)")
     if args.data and args.train_data:
         raise ConfigError("give --data or --train-data, not both")
-    config = _train_config(args)
+    config = train_config_from_args(args)
     options = {"num_folds": args.folds, "test_data": args.test_data, "seed": config.seed, "mine_steps": args.mine_steps}
     if args.sweep:
         rows = run_sweep(data, config, args.out, args.sweep, **options)
@@ -124,23 +100,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cv.add_argument("--sweep", help="repeat for each value of one option, e.g. alpha=0,0.05,0.1,0.2,0.5")
     cv.add_argument("--mine-steps", type=int, default=300, help="training steps of the post-hoc MI estimator")
     train_options = cv.add_argument_group("training options (see cvfer.train.TrainConfig)")
-    train_options.add_argument("--preset", choices=("demo", "ckplus", "mmi", "afew"), help="start from a preset")
-    train_options.add_argument("--config", help="start from a TrainConfig JSON file")
-    train_options.add_argument("--model", help="registered model name")
-    train_options.add_argument("--epochs", type=int)
-    train_options.add_argument("--batch-size", type=int)
-    train_options.add_argument("--lr", type=float)
-    train_options.add_argument("--num-frames", type=int)
-    train_options.add_argument("--alpha", type=float, help="MIC: weight of the MI term (model.alpha)")
-    train_options.add_argument("--mi-estimator", choices=("mine", "club"), help="MIC: MI estimator (model.mi_estimator)")
-    train_options.add_argument("--identity-encoder", help="synthetic, dlib or a path")
-    train_options.add_argument("--threads", type=int)
-    train_options.add_argument("--device", choices=("cpu", "cuda"))
-    train_options.add_argument("--seed", type=int)
-    train_options.add_argument("--cache-dir", help="decoded-input cache shared by runs")
-    train_options.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="any TrainConfig field, or model.KEY"
-    )
+    add_train_config_arguments(train_options)
     cv.set_defaults(func=_run_cv)
 
     bench = subparsers.add_parser("bench", help="frames per second, parameters and GMACs of test-time models")

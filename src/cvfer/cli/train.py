@@ -5,13 +5,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cvfer.train.config import TrainConfig
 
 
-def _run(args: argparse.Namespace) -> int:
-    from cvfer.train import train
+def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The `TrainConfig` of the options `add_train_config_arguments` adds: preset / JSON file, options, model
+    options, then --set."""
     from cvfer.train.config import build_config
 
-    config = build_config(
+    return build_config(
         preset=args.preset,
         config_path=args.config,
         options={
@@ -29,6 +34,34 @@ def _run(args: argparse.Namespace) -> int:
         model_options={"alpha": args.alpha, "mi_estimator": args.mi_estimator},
         settings=args.set,
     )
+
+
+def add_train_config_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """Add the training options that `train_config_from_args` reads (shared by `train` and `cv`)."""
+    parser.add_argument("--preset", choices=("demo", "ckplus", "mmi", "afew"), help="start from a preset")
+    parser.add_argument("--config", help="start from a TrainConfig JSON file (e.g. a run's config.json)")
+    parser.add_argument("--model", help="registered model name (default mic)")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int, help="global batch size (split over torchrun processes)")
+    parser.add_argument("--lr", type=float, help="base learning rate of every parameter group")
+    parser.add_argument("--num-frames", type=int, help="P frames (T) per clip")
+    parser.add_argument("--alpha", type=float, help="MIC: weight of the MI term (model.alpha)")
+    parser.add_argument("--mi-estimator", choices=("mine", "club"), help="MIC: MI estimator (model.mi_estimator)")
+    parser.add_argument("--identity-encoder", help="frozen face recogniser for z_I: synthetic, dlib or a path")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--device", choices=("cpu", "cuda"))
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (0: torch's default)")
+    parser.add_argument("--cache-dir", help="decoded-input cache shared by runs")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="any TrainConfig field (JSON value), or model.KEY for a model option; repeatable",
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from cvfer.train import train
+
+    config = train_config_from_args(args)
     result = train(config, args.data, args.fold, args.out, resume=args.resume)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
@@ -57,22 +90,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--fold", type=int, default=0, help="fold of splits.json to train on (default 0)")
     parser.add_argument("--out", required=True, help="run folder")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint.pt")
-    parser.add_argument("--preset", choices=("demo", "ckplus", "mmi", "afew"), help="start from a preset")
-    parser.add_argument("--config", help="start from a TrainConfig JSON file (e.g. a run's config.json)")
-    parser.add_argument("--model", help="registered model name (default mic)")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int, help="global batch size (split over torchrun processes)")
-    parser.add_argument("--lr", type=float, help="base learning rate of every parameter group")
-    parser.add_argument("--num-frames", type=int, help="P frames (T) per clip")
-    parser.add_argument("--alpha", type=float, help="MIC: weight of the MI term (model.alpha)")
-    parser.add_argument("--mi-estimator", choices=("mine", "club"), help="MIC: MI estimator (model.mi_estimator)")
-    parser.add_argument("--identity-encoder", help="frozen face recogniser for z_I: synthetic, dlib or a path")
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--device", choices=("cpu", "cuda"))
-    parser.add_argument("--threads", type=int, help="torch intra-op threads (0: torch's default)")
-    parser.add_argument("--cache-dir", help="decoded-input cache shared by runs")
-    parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
-        help="any TrainConfig field (JSON value), or model.KEY for a model option; repeatable",
-    )
+    add_train_config_arguments(parser)
     parser.set_defaults(func=_run)
