@@ -7,8 +7,8 @@ import os
 import pytest
 
 from cvfer.data.manifest import ClipRecord, read_manifest, write_manifest
-from cvfer.errors import ConfigError, DatasetError
-from cvfer.io import atomic_open, atomic_write_text
+from cvfer.errors import CheckpointError, ConfigError, DatasetError
+from cvfer.io import atomic_open, atomic_torch_save, atomic_write_text, load_torch_file
 from cvfer.models import create_model
 
 
@@ -20,6 +20,18 @@ def test_atomic_write_leaves_old_file_on_error(tmp_path):
         raise RuntimeError("boom")
     assert target.read_text() == "old"
     assert os.listdir(tmp_path) == ["a.txt"]
+
+
+def test_load_torch_file_round_trip_and_errors_name_the_file(tmp_path):
+    saved = tmp_path / "weights.pt"
+    atomic_torch_save(saved, {"step": 3})
+    assert load_torch_file(saved, "weights", missing_fix="m", unreadable_fix="u") == {"step": 3}
+    with pytest.raises(CheckpointError, match=r"absent\.pt: weights not found \(retrain\)"):
+        load_torch_file(tmp_path / "absent.pt", "weights", missing_fix="retrain", unreadable_fix="u")
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a torch file")
+    with pytest.raises(CheckpointError, match=r"garbage\.pt: unreadable: cannot read the weights"):
+        load_torch_file(garbage, "weights", missing_fix="m", unreadable_fix="delete it")
 
 
 def test_manifest_round_trip(tmp_path):

@@ -1,4 +1,5 @@
-"""Atomic file writes: a temp file in the target folder, then os.replace, so readers never see half a file."""
+"""Atomic file writes: a temp file in the target folder, then os.replace, so readers never see half a file;
+and `load_torch_file`, the one guarded `torch.load`."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from cvfer.errors import CheckpointError
 
 
 @contextlib.contextmanager
@@ -57,3 +60,23 @@ def atomic_savefig(path: str | Path, figure: Any, **kwargs: Any) -> None:
     """Save a matplotlib figure as PNG atomically."""
     with atomic_open(path, "wb") as handle:
         figure.savefig(handle, format="png", **kwargs)
+
+
+def load_torch_file(
+    path: str | Path, what: str, *, missing_fix: str, unreadable_fix: str, weights_only: bool = True
+) -> Any:
+    """`torch.load` of `path` onto the CPU; a `CheckpointError` naming the file and the fix if it is missing
+    or unreadable. `what` names the content in the message, e.g. "identity encoder checkpoint"."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} not found", path, missing_fix)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as error:  # torch raises many types for a truncated or foreign file
+        raise CheckpointError(
+            f"unreadable: cannot read the {what}, torch cannot load it ({type(error).__name__}: {error})",
+            path,
+            unreadable_fix,
+        ) from None

@@ -25,6 +25,7 @@ import torch
 
 from cvfer.data.manifest import ClipRecord, Manifest
 from cvfer.errors import CheckpointError, CompressedVideoError, ConfigError, CvferError
+from cvfer.io import load_torch_file
 
 CHECKPOINT_KEYS = ("name", "cfg", "classes", "state_dict", "data")
 TARGET_KEYS = ("label", "subject")
@@ -189,12 +190,8 @@ def load_model(path: str | Path) -> Predictor:
     from cvfer.models import create_model
 
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError("checkpoint not found", path, "give the model.pt of a training run")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for a corrupt or foreign file
-        raise CheckpointError(f"cannot load ({type(error).__name__})", path, "give the model.pt of a training run") from None
+    fix = "give the model.pt of a training run"
+    checkpoint = load_torch_file(path, "checkpoint", missing_fix=fix, unreadable_fix=fix)
     missing = [key for key in CHECKPOINT_KEYS if not isinstance(checkpoint, dict) or key not in checkpoint]
     if missing:
         raise CheckpointError(f"not an inference checkpoint (missing {missing})", path, "give model.pt, not checkpoint.pt")

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from cvfer.errors import CheckpointError, ConfigError
-from cvfer.io import atomic_torch_save
+from cvfer.io import atomic_torch_save, load_torch_file
 
 CHECKPOINT_FORMAT = "cvfer-identity-encoder/1"
 SYNTHETIC_CHECKPOINT_NAME = "synthetic-identity-v1.pt"
@@ -170,14 +170,12 @@ class SyntheticIdentityEncoder(IdentityEncoder):
     def load(cls, path: str | Path) -> SyntheticIdentityEncoder:
         """Read a checkpoint written by `train_synthetic_identity_encoder`."""
         path = Path(path)
-        if not path.is_file():
-            raise CheckpointError("identity encoder checkpoint not found", path, "train one or pass 'synthetic'")
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # torch raises many types for a corrupt or foreign file
-            raise CheckpointError(
-                f"cannot read identity encoder checkpoint ({error})", path, "delete it and retrain"
-            ) from None
+        checkpoint = load_torch_file(
+            path,
+            "identity encoder checkpoint",
+            missing_fix="train one or pass 'synthetic'",
+            unreadable_fix="delete it and retrain",
+        )
         if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointError(
                 f"not a cvfer identity encoder checkpoint (format {CHECKPOINT_FORMAT} expected)",

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from cvfer.errors import CheckpointError, ConfigError
+from cvfer.io import load_torch_file
 from cvfer.models.backbones import frames_to_images, resnet18_3d_stage, resnet18_stage, resnet18_stem
 from cvfer.models.base import FERModel, FEROutput, TrainState
 from cvfer.models.registry import register_model, variant_builder
@@ -293,10 +294,12 @@ def _read_state_dict(face_weights: str | Path | Mapping[str, Tensor]) -> Mapping
     if not isinstance(face_weights, (str, Path)):
         return face_weights
     path = Path(face_weights)
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError) as error:
-        raise CheckpointError(f"cannot read face recogniser weights ({error})", path, "check the path") from None
+    loaded = load_torch_file(
+        path,
+        "face recogniser weights",
+        missing_fix="check the path",
+        unreadable_fix="save the recogniser with torch.save(model.state_dict())",
+    )
     if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
         loaded = loaded["state_dict"]
     if not isinstance(loaded, Mapping):

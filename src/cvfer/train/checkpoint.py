@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from cvfer.errors import CheckpointError
-from cvfer.io import atomic_torch_save
+from cvfer.io import atomic_torch_save, load_torch_file
 
 CHECKPOINT_NAME = "checkpoint.pt"
 MODEL_NAME = "model.pt"
@@ -69,12 +69,13 @@ def save_checkpoint(
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a training checkpoint; `CheckpointError` if missing, unreadable or not one of ours."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError("missing", path, "train without --resume to start a new run")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # torch raises many types for a truncated or foreign file
-        raise CheckpointError(f"unreadable ({type(error).__name__}: {error})", path, "delete it and retrain") from None
+    checkpoint = load_torch_file(
+        path,
+        "training checkpoint",
+        missing_fix="train without --resume to start a new run",
+        unreadable_fix="delete it and retrain",
+        weights_only=False,
+    )
     if not isinstance(checkpoint, dict) or checkpoint.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError("not a cvfer training checkpoint", path, "delete it and retrain")
     return checkpoint
