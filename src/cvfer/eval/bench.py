@@ -146,7 +146,7 @@ def time_model(
     )
 
 
-def _machine() -> dict[str, str]:
+def machine_info() -> dict[str, str]:
     """CPU model and count, OS, torch and PyAV versions: what a timing depends on."""
     import os
     import platform
@@ -214,7 +214,7 @@ def _benchmark(
         batch_sizes=list(batch_sizes),
         repeats=repeats,
         decode_fps=time_decode(clips, repeats, CLOCKS[clock]) if decode_floor else None,
-        machine=_machine(),
+        machine=machine_info(),
     )
     for model in tqdm(models, desc="models", unit="model"):
         if Path(model).is_file():

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import platform
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -94,10 +93,7 @@ def config_from_preset(preset: dict[str, Any]) -> Any:
     """A `TrainConfig` from a flat preset: keys naming a field set it, the others go to `model_cfg`."""
     from cvfer.train.config import TrainConfig
 
-    fields = {item.name for item in dataclasses.fields(TrainConfig)}
-    settings = {key: value for key, value in preset.items() if key in fields}
-    model_cfg = {key: value for key, value in preset.items() if key not in fields}
-    return TrainConfig.from_dict({**settings, "model_cfg": {**settings.get("model_cfg", {}), **model_cfg}})
+    return TrainConfig.from_flat(preset)
 
 
 def split_setting(assignment: str) -> tuple[str | None, str]:
@@ -181,10 +177,9 @@ def run_compare(
     mine_steps: int = 300,
 ) -> ComparisonResult:
     """Cross-validate and time every model of `models` on `data_dir`; write compare.md and compare.json."""
-    from cvfer.data.splits import read_splits
-    from cvfer.eval.bench import benchmark, time_decode
+    from cvfer.eval.bench import benchmark, machine_info, time_decode
     from cvfer.eval.predict import count_frames
-    from cvfer.eval.protocol import run_cv
+    from cvfer.eval.protocol import checked_fold_count, run_cv
     from cvfer.models import list_models
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
@@ -197,14 +192,7 @@ def run_compare(
     if bench_batch < 1 or bench_repeats < 1 or bench_threads < 1:
         raise ConfigError("--bench-batch, --bench-repeats and --bench-threads must be >= 1")
     clips = bench_clip_paths(data_dir, bench_clips)
-    available = len(read_splits(data_dir).folds)
-    folds = available if num_folds is None else num_folds
-    if not 1 <= folds <= available:
-        raise ConfigError(
-            f"{folds} folds asked for, splits.json has {available}",
-            data_dir / "splits.json",
-            f"use --folds 1..{available}",
-        )
+    folds = checked_fold_count(data_dir, num_folds)
     rows: list[ModelComparison] = []
     bar = tqdm(names, desc="compare: training", unit="model")
     for name in bar:
@@ -233,7 +221,7 @@ def run_compare(
         bench_repeats=bench_repeats,
         decode_fps=time_decode(clips, bench_repeats),
         models=rows,
-        machine={"processor": platform.processor() or platform.machine(), "system": platform.platform()},
+        machine=machine_info(),
     )
     bar = tqdm(trained, desc="compare: timing", unit="model")
     for row in bar:
@@ -304,6 +292,8 @@ def comparison_table(result: ComparisonResult) -> str:
 
 def comparison_markdown(result: ComparisonResult) -> str:
     """compare.md: a title, the table, then notes on the protocol, each model's settings and any errors."""
+    from cvfer.models.registry import builder_accepts
+
     decode = "–" if result.decode_fps is None else f"{result.decode_fps:.1f}"
     lines = [
         f"# Comparison on {result.data}",
@@ -327,7 +317,7 @@ def comparison_markdown(result: ComparisonResult) -> str:
             lines.append(
                 f"- `{row.name}`: {row.preset}; {config['epochs']} epochs, batch {config['batch_size']}, "
                 f"{config['optimizer']} lr {config['lr']:g} ({config['lr_schedule']}), {config['num_frames']} frames"
-                + (f", f_I {config['identity_encoder']}" if row.name.startswith("mic") else "")
+                + (f", f_I {config['identity_encoder']}" if builder_accepts(row.name, "identity_dim") else "")
                 + (f"; model options: {model_cfg}" if model_cfg else "")
                 + "."
             )

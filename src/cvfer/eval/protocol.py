@@ -286,6 +286,21 @@ def _check_same_run(record_path: Path, record: dict[str, Any]) -> None:
         )
 
 
+def checked_fold_count(data_dir: str | Path, num_folds: int | None) -> int:
+    """`num_folds`, or every fold of the dataset's splits.json when None; a `ConfigError` if out of range."""
+    from cvfer.data.splits import read_splits
+
+    available = len(read_splits(data_dir).folds)
+    num_folds = available if num_folds is None else num_folds
+    if not 1 <= num_folds <= available:
+        raise ConfigError(
+            f"{num_folds} folds asked for, splits.json has {available}",
+            Path(data_dir) / "splits.json",
+            f"use --folds 1..{available} or re-split the dataset",
+        )
+    return num_folds
+
+
 def run_cv(
     data_dir: str | Path,
     config: Any,
@@ -299,19 +314,11 @@ def run_cv(
 ) -> CVResult:
     """Train and test folds 0..num_folds-1 (all by default) of `data_dir` with `config` (a `TrainConfig`)."""
     from cvfer.data.manifest import read_manifest
-    from cvfer.data.splits import read_splits
     from cvfer.train import train
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     manifest = read_manifest(data_dir)
-    available = len(read_splits(data_dir).folds)
-    num_folds = available if num_folds is None else num_folds
-    if not 1 <= num_folds <= available:
-        raise ConfigError(
-            f"{num_folds} folds asked for, splits.json has {available}",
-            data_dir / "splits.json",
-            f"use --folds 1..{available} or re-split the dataset",
-        )
+    num_folds = checked_fold_count(data_dir, num_folds)
     classes = list(manifest.classes)
     if test_data is not None:
         classes = shared_classes(classes, read_manifest(test_data).classes)
