@@ -14,15 +14,6 @@ from cvfer.models.ceflnet import EmotionIntensityActivation, clip_aware_loss, cl
 VARIANTS = ["ceflnet", "ceflnet-sal-lrl", "ceflnet-sal", "ceflnet-resnet18"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """One intra-op thread: these small models only slow down when threads contend on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_paper_clips_of_75_frames():
     indices = clip_frame_indices(75)
     assert indices.shape == (7, 5)

@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from cvfer.models import create_model
 from cvfer.models.base import TrainState
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """One intra-op thread: these small models only slow down when threads contend on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_shapes_step_and_order_sensitivity():

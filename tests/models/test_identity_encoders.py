@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,14 +20,6 @@ from cvfer.models.identity import (
     train_synthetic_identity_encoder,
     verification_auc,
 )
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _pattern_faces(num_identities: int, per_identity: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -4,7 +4,6 @@ trained against MINE (Algorithm 1's alternating updates) really removes informat
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -12,15 +11,6 @@ from torch import nn
 
 from cvfer.errors import ConfigError
 from cvfer.models.mine import CLUB, MINE, create_mi_estimator, marginal_permutation
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """These loops are thousands of tiny ops: extra intra-op threads only contend on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _correlated_gaussians(

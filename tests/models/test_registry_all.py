@@ -7,7 +7,6 @@ that group (the trainer's `torch.autograd.grad(loss, group)`), and log plain fin
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -18,14 +17,6 @@ from cvfer.models.base import BATCH_KEYS, FERModel, FEROutput, TrainState
 NUM_CLASSES, SIZE, FRAMES, IDENTITY_DIM, SUBJECTS, BATCH = 5, 32, 3, 16, 4, 2
 # Steps tried so that alternating schedules (e.g. an adversary every S steps) step every group once.
 MAX_STEPS = 6
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _build(name: str) -> FERModel:

@@ -16,15 +16,6 @@ ADVERSARIAL = ["tfen", "tfen-no-decoupler", "tfen-no-3d"]
 NUM_FRAMES = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """One intra-op thread: these small models only slow down when threads contend on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def small_model(name: str, **cfg):
     torch.manual_seed(0)
     cfg = {"num_classes": 3, "image_size": 40, "num_frames": NUM_FRAMES, "input_size": 32, "num_subjects": 5} | cfg
