@@ -45,7 +45,9 @@ def test_run_writes_every_output(reference_run):
     assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = torch.load(run / "model.pt", weights_only=False)
     assert saved["name"] == "test-tiny-two-group" and saved["classes"] == ["anger", "happiness", "surprise"]
-    assert saved["data"] == {"image_size": 8, "num_frames": 4, "inputs": ["residuals"], "residual": "rgb", "face_crop": False}
+    assert saved["data"] == {
+        "image_size": 8, "num_frames": 4, "inputs": ["residuals"], "residual": "rgb", "accumulate": True, "face_crop": False
+    }
     assert saved["cfg"] == {"num_classes": 3, "image_size": 8, "num_frames": 4}
     with (run / "predictions.csv").open() as handle:
         predictions = list(csv.DictReader(handle))

@@ -213,6 +213,7 @@ def predictor_for_name(spec: str, clip: str | Path, *, num_classes: int = 7, num
     (values read as JSON, else kept as text).
     """
     from cvfer.models import create_model
+    from cvfer.train.config import TrainConfig
 
     name, *assignments = spec.split(":")
     options: dict[str, Any] = {}
@@ -229,7 +230,13 @@ def predictor_for_name(spec: str, clip: str | Path, *, num_classes: int = 7, num
         raise CompressedVideoError(f"is {height}×{width}; benchmark clips must be square", clip, "re-encode it square")
     sizes = {"num_classes": num_classes, "image_size": height, "num_frames": num_frames}
     model = create_model(name, **{**sizes, **options})
-    data = {"image_size": height, "num_frames": num_frames, "inputs": model.test_inputs, "face_crop": False}
+    data = {
+        "image_size": height,
+        "num_frames": num_frames,
+        "inputs": model.test_inputs,
+        "face_crop": False,
+        "accumulate": TrainConfig.accumulate,  # pre-process as training does by default
+    }
     return Predictor(model.inference_module(), spec, [f"class_{index}" for index in range(num_classes)], data)
 
 
