@@ -23,6 +23,7 @@ from cvfer.data.splits import Fold, Splits, write_splits
 from cvfer.errors import CompressedVideoError
 from cvfer.models import list_models, register_model
 from cvfer.models.base import FERModel, FEROutput, TrainState
+from cvfer.models.registry import variant_builder
 
 TINY_MODEL = "test-tiny-two-group"
 CLASSES = ["anger", "happiness", "surprise"]
@@ -93,20 +94,7 @@ class TinyTwoGroupModel(FERModel):
 
 
 if TINY_MODEL not in list_models():
-
-    @register_model(TINY_MODEL)
-    def tiny_two_group(
-        num_classes: int,
-        image_size: int,
-        num_frames: int,
-        hidden: int = 6,
-        nan_loss_steps: tuple[int, ...] = (),
-        nan_grad_steps: tuple[int, ...] = (),
-        constant_critic: bool = False,
-    ) -> TinyTwoGroupModel:
-        return TinyTwoGroupModel(
-            num_classes, image_size, num_frames, hidden, tuple(nan_loss_steps), tuple(nan_grad_steps), constant_critic
-        )
+    register_model(TINY_MODEL)(variant_builder(TinyTwoGroupModel))
 
 
 if f"{TINY_MODEL}-subjects" not in list_models():
