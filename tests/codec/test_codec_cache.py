@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import shutil
 from pathlib import Path
@@ -60,20 +61,16 @@ def test_bad_video_is_not_cached(tmp_path):
     assert not (tmp_path / "cache").exists()
 
 
-def fill(arguments: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
-    clip, root = arguments
-    video = read_compressed_cached(clip, root, accumulate=True)
-    return video.motion_vectors, video.residuals
-
-
 def test_concurrent_fills_agree_and_leave_one_entry(make_clip, frames, tmp_path):
     clip = make_clip(frames.zoom(8))
     root = tmp_path / "cache"
-    with multiprocessing.get_context("fork").Pool(4) as pool:
-        results = pool.map(fill, [(str(clip), str(root))] * 8)
+    # spawn, not fork: a forked child of a process with FFmpeg/OpenMP threads can deadlock.
+    fill = functools.partial(read_compressed_cached, cache_dir=str(root), accumulate=True)
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        results = pool.map(fill, [str(clip)] * 8)
     expected = read_compressed(clip, accumulate=True)
-    for motion_vectors, residuals in results:
-        np.testing.assert_array_equal(motion_vectors, expected.motion_vectors)
-        np.testing.assert_array_equal(residuals, expected.residuals)
+    for video in results:
+        np.testing.assert_array_equal(video.motion_vectors, expected.motion_vectors)
+        np.testing.assert_array_equal(video.residuals, expected.residuals)
     assert len(entries(root)) == 1
     assert [path.name for path in root.rglob("*") if path.is_file()] == [entries(root)[0].name]

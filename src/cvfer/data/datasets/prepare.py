@@ -14,6 +14,7 @@ import csv
 import functools
 import io
 import math
+import multiprocessing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,7 +124,7 @@ def _prepare_all(scan: DatasetScan, out: Path, settings: CropSettings, workers: 
     progress = {"total": len(scan.clips), "desc": f"prepare {scan.name}", "unit": "clip"}
     if workers <= 1:
         return [prepare_one(clip) for clip in tqdm(scan.clips, **progress)]
-    with concurrent.futures.ProcessPoolExecutor(workers) as pool:
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         return list(tqdm(pool.map(prepare_one, scan.clips), **progress))
 
 
