@@ -22,6 +22,16 @@ def test_atomic_write_leaves_old_file_on_error(tmp_path):
     assert os.listdir(tmp_path) == ["a.txt"]
 
 
+def test_atomic_write_gives_the_permissions_of_a_plain_write(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "atomic.txt", "x")
+        (tmp_path / "plain.txt").write_text("x")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "atomic.txt").stat().st_mode == (tmp_path / "plain.txt").stat().st_mode
+
+
 def test_load_torch_file_round_trip_and_errors_name_the_file(tmp_path):
     saved = tmp_path / "weights.pt"
     atomic_torch_save(saved, {"step": 3})

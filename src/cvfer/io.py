@@ -14,6 +14,13 @@ from typing import Any, BinaryIO
 from cvfer.errors import CheckpointError
 
 
+def _file_mode() -> int:
+    """Permissions a plain `open(path, "w")` would give: 0o666 minus the process umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[BinaryIO]:
     """Open a temp file beside `path`; on success it replaces `path`, on error it is removed."""
@@ -21,6 +28,7 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[BinaryIO]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _file_mode())  # mkstemp creates 0600; the result should be shared like any other file
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
