@@ -118,6 +118,23 @@ def test_adversary_variant_trains_a_subject_classifier_and_checks_subjects() -> 
         create_model("mic-mi-adv", image_size=SIZE, identity_dim=IDENTITY_DIM)
 
 
+@pytest.mark.parametrize("name, critic", [("mic", "mine"), ("mic-mi-adv", "adversary"), ("mic-no-rec", "mine")])
+def test_critic_losses_reach_only_the_critic_and_reshuffle(name: str, critic: str) -> None:
+    model = _mic(name)
+    state = TrainState(step=5)
+    assert model.critic_losses(state, 1) == {}  # nothing before the first training step
+    losses, _ = model.training_losses(_batch(batch_size=8), state)
+    extra = model.critic_losses(state, 1)
+    assert set(extra) == {critic}
+    groups = model.parameter_groups()
+    assert all(grad is not None for grad in torch.autograd.grad(extra[critic], groups[critic], retain_graph=True))
+    fer_grads = torch.autograd.grad(extra[critic], groups["fer"], retain_graph=True, allow_unused=True)
+    assert all(grad is None for grad in fer_grads)  # detached z_E: the encoder is not moved by critic steps
+    if critic == "mine":  # a new draw of the marginal: a different value than the step's own bound
+        assert not torch.equal(extra["mine"].detach(), losses["mine"].detach())
+        assert torch.equal(model.critic_losses(state, 1)["mine"].detach(), extra["mine"].detach())
+
+
 def test_inference_module_holds_only_the_fer_branch_and_reloads() -> None:
     model = _mic()
     model.training_losses(_batch(), TrainState())  # moves BN statistics, MINE's average

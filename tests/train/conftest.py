@@ -72,10 +72,8 @@ class TinyTwoGroupModel(FERModel):
         out = self(batch)
         colour = batch["iframe"].mean(dim=(2, 3))
         features, colours = state.all_gather(out.features), state.all_gather(colour)
-        shuffled = colours[torch.randperm(len(colours))]
-        joint = self.critic(torch.cat([features, colours], 1)).mean()
-        marginal = torch.logsumexp(self.critic(torch.cat([features, shuffled], 1)), 0).squeeze() - math.log(len(colours))
-        mutual_information = joint - marginal
+        mutual_information = self._bound(features, colours)
+        self._critic_inputs = (features.detach(), colours.detach())
         cross_entropy = nn.functional.cross_entropy(out.logits, batch["label"])
         main = cross_entropy + 0.1 * mutual_information
         if state.step in self.nan_loss_steps:
@@ -85,6 +83,15 @@ class TinyTwoGroupModel(FERModel):
         logs = {"ce": float(cross_entropy.detach()), "mi": float(mutual_information.detach())}
         critic = -mutual_information.detach() if self.constant_critic else -mutual_information
         return {"main": main, "critic": critic}, logs
+
+    def _bound(self, features: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
+        shuffled = colours[torch.randperm(len(colours))]
+        joint = self.critic(torch.cat([features, colours], 1)).mean()
+        marginal = torch.logsumexp(self.critic(torch.cat([features, shuffled], 1)), 0).squeeze() - math.log(len(colours))
+        return joint - marginal
+
+    def critic_losses(self, state: TrainState, repeat: int) -> dict[str, torch.Tensor]:
+        return {"critic": -self._bound(*self._critic_inputs)}
 
     def parameter_groups(self):
         return {

@@ -73,6 +73,15 @@ def test_validation_hold_out_and_group_lr(reference_run, make_config, tmp_path):
         assert len(features["train_labels"]) == 6 and len(set(features["train_subjects"])) == 2
 
 
+def test_critic_steps_update_only_the_critic_more_often(reference_run, make_config, tmp_path):
+    data, _ = reference_run
+    result = train(make_config(epochs=1, critic_steps=3), data, 0, tmp_path / "run")
+    optimizers = torch.load(result.out_dir / "checkpoint.pt", weights_only=False)["optimizers"]
+    main_steps = {float(state["step"]) for state in optimizers["main"]["state"].values()}
+    critic_steps = {float(state["step"]) for state in optimizers["critic"]["state"].values()}
+    assert len(main_steps) == 1 and critic_steps == {3 * main_steps.pop()}
+
+
 def test_tiny_model_learns_the_fake_task(fake_data, make_config, tmp_path):
     result = train(make_config(epochs=12, lr_schedule="constant"), fake_data, 0, tmp_path / "run")
     assert result.history[-1]["ce"] < result.history[0]["ce"]

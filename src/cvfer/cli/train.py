@@ -30,6 +30,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
             "device": args.device,
             "threads": args.threads,
             "cache_dir": args.cache_dir,
+            "critic_steps": args.critic_steps,
         },
         model_options={"alpha": args.alpha, "mi_estimator": args.mi_estimator},
         settings=args.set,
@@ -47,6 +48,7 @@ def add_train_config_arguments(parser: argparse.ArgumentParser | argparse._Argum
     parser.add_argument("--num-frames", type=int, help="P frames (T) per clip")
     parser.add_argument("--alpha", type=float, help="MIC: weight of the MI term (model.alpha)")
     parser.add_argument("--mi-estimator", choices=("mine", "club"), help="MIC: MI estimator (model.mi_estimator)")
+    parser.add_argument("--critic-steps", type=int, help="updates of T_θ (or the adversary) per training step")
     parser.add_argument("--identity-encoder", help="frozen face recogniser for z_I: synthetic, dlib or a path")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device", choices=("cpu", "cuda"))

@@ -70,6 +70,12 @@ class FERModel(nn.Module, abc.ABC):
         loss = nn.functional.cross_entropy(out.logits, batch["label"])
         return {"main": loss}, {"ce": float(loss.detach())}
 
+    def critic_losses(self, state: TrainState, repeat: int) -> dict[str, torch.Tensor]:
+        """Extra losses for the critics alone (e.g. MINE's T_θ), from the detached features of the last
+        `training_losses` call; the trainer steps them `critic_steps - 1` more times per step (`repeat` =
+        1, 2, ...). A model without critics returns {}."""
+        return {}
+
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Trainable parameters of each loss returned by `training_losses`."""
         return {"main": [p for p in self.parameters() if p.requires_grad]}

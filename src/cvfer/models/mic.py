@@ -236,6 +236,8 @@ class MIC(FERModel):
                 nn.Linear(FEATURE_DIM, estimator_hidden), nn.ReLU(True), nn.Linear(estimator_hidden, num_subjects)
             )
         self.decoder = ApexDecoder(identity_dim, image_size) if reconstruction else None
+        # Detached (features, target) pairs of the last training step, for `critic_losses`.
+        self._critic_inputs: dict[str, tuple[Tensor, Tensor]] = {}
         frames_inputs = ("residuals", "motion_vectors") if motion_vectors else ("residuals",)
         self.test_inputs = frames_inputs
         self.train_inputs = frames_inputs + ("identity",) + (("apex",) if reconstruction else ())
@@ -259,6 +261,7 @@ class MIC(FERModel):
         losses: dict[str, Tensor] = {}
         logs: dict[str, float] = {"ce": float(ce.detach()), "accuracy": float(accuracy)}
         identity = self._identity(batch) if self.mi_estimator is not None or self.decoder is not None else None
+        self._critic_inputs = {}
 
         if self.mi_estimator is not None and identity is not None:
             # The product of marginals is drawn from the global batch: every rank gathers z_E and z_I and
@@ -276,6 +279,7 @@ class MIC(FERModel):
             fer_loss = fer_loss + self.alpha * estimate.mi.clamp(min=0)
             losses["mine"] = estimate.estimator_loss
             logs["mi"] = float(estimate.mi.detach())
+            self._critic_inputs["mine"] = (global_expression.detach(), identity_input.detach())
 
         if self.identity_adversary is not None:
             subjects = self._subjects(batch)
@@ -285,6 +289,7 @@ class MIC(FERModel):
             confusion = -nn.functional.log_softmax(identity_logits, dim=1).mean(1).mean()
             fer_loss = fer_loss + self.alpha * confusion
             losses["adversary"] = adversary_loss
+            self._critic_inputs["adversary"] = (expression.detach(), subjects)
             logs["identity_ce"] = float(adversary_loss.detach())
             logs["identity_accuracy"] = float((identity_logits.argmax(1) == subjects).float().mean())
 
@@ -304,6 +309,21 @@ class MIC(FERModel):
 
         losses["fer"] = fer_loss
         return losses, logs
+
+    def critic_losses(self, state: TrainState, repeat: int) -> dict[str, Tensor]:
+        """T_θ's loss on a fresh shuffle of the last step's detached (z_E, z_I), and the adversary's CE on
+        its detached z_E: extra critic updates that keep the estimate tight while z_E moves."""
+        losses: dict[str, Tensor] = {}
+        if "mine" in self._critic_inputs and self.mi_estimator is not None:
+            expression, identity = self._critic_inputs["mine"]
+            permutation = marginal_permutation(
+                expression.shape[0], self.shuffle_seed, state.step, expression.device, draw=repeat
+            )
+            losses["mine"] = self.mi_estimator(expression, identity, permutation).estimator_loss
+        if "adversary" in self._critic_inputs and self.identity_adversary is not None:
+            expression, subjects = self._critic_inputs["adversary"]
+            losses["adversary"] = nn.functional.cross_entropy(self.identity_adversary(expression), subjects)
+        return losses
 
     def _identity(self, batch: dict[str, Tensor]) -> Tensor:
         identity = batch.get("identity")

@@ -30,9 +30,12 @@ class MIEstimate:
     estimator_loss: Tensor
 
 
-def marginal_permutation(num_samples: int, seed: int, step: int, device: torch.device | str = "cpu") -> Tensor:
-    """A permutation of `range(num_samples)` fixed by (`seed`, `step`): z_I[perm] pairs z_E with the marginal."""
-    generator = torch.Generator().manual_seed((seed * 1_000_003 + step) % (2**63))
+def marginal_permutation(
+    num_samples: int, seed: int, step: int, device: torch.device | str = "cpu", draw: int = 0
+) -> Tensor:
+    """A permutation of `range(num_samples)` fixed by (`seed`, `step`, `draw`): z_I[perm] pairs z_E with the
+    marginal. `draw` > 0 gives further independent permutations within one step (extra critic updates)."""
+    generator = torch.Generator().manual_seed((seed * 1_000_003 + step + draw * 7_777_777_777) % (2**63))
     return torch.randperm(num_samples, generator=generator).to(device)
 
 

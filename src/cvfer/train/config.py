@@ -50,6 +50,7 @@ class TrainConfig:
     lr_schedule: str = "constant"
     lr_schedule_params: dict[str, Any] = field(default_factory=dict)
     group_lr: dict[str, float] = field(default_factory=dict)
+    critic_steps: int = 1  # updates of each critic (MINE's T_θ, the identity adversary) per step; 1 = Algorithm 1
     seed: int = 0
     num_frames: int = 8
     # Residuals and vectors traced back to the I frame (CoViAR's representation, which the MIC reproduction's
@@ -82,6 +83,7 @@ class TrainConfig:
             (self.optimizer in OPTIMIZERS, "optimizer", f"must be one of {OPTIMIZERS}"),
             (self.lr_schedule in LR_SCHEDULES, "lr_schedule", f"must be one of {LR_SCHEDULES}"),
             (all(value > 0 for value in self.group_lr.values()), "group_lr", "values must be positive"),
+            (self.critic_steps >= 1, "critic_steps", "must be >= 1"),
             (self.num_frames >= 1, "num_frames", "must be >= 1"),
             (self.device in DEVICES, "device", f"must be one of {DEVICES}"),
             (self.threads >= 0, "threads", "must be >= 0"),

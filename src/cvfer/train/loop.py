@@ -307,6 +307,10 @@ class _Trainer:
                 losses, logs = model.training_losses(batch, state)
                 if self._step(losses, epoch):
                     self.bad_in_a_row = 0
+                    for repeat in range(1, config.critic_steps):
+                        critic_losses = model.critic_losses(state, repeat)
+                        if not critic_losses or not self._step(critic_losses, epoch):
+                            break
                     for key, value in logs.items():
                         log_sums[key] = log_sums.get(key, 0.0) + float(value)
                     outputs = [output for output in captured if isinstance(output, FEROutput)]
