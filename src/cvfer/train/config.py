@@ -163,12 +163,12 @@ class TrainConfig:
         return self.replace(**{key: value})
 
 
-# A quick CPU run of MIC on a synthetic benchmark: same losses and groups, fewer epochs, small lr; β falls
-# to 0 over the first 30% of the epochs, as the paper's 30 of 100.
+# A quick CPU run of MIC on a synthetic benchmark (`make demo`, docs/results.md): same losses and groups,
+# 6 epochs, small lr; β falls to 0 over the first 4 (the paper: 30 of 100).
 DEMO_PRESET: dict[str, Any] = {
     "model": "mic",
     "model_cfg": {"beta_epochs": 4},
-    "epochs": 12,
+    "epochs": 6,
     "batch_size": 16,
     "lr": 1e-3,
     "num_frames": 8,
