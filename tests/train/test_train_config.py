@@ -23,6 +23,15 @@ def test_json_round_trip_and_unknown_keys():
         TrainConfig.from_json("{", source="run/config.json")
 
 
+def test_changed_from_treats_options_added_later_as_their_default():
+    config = TrainConfig(epochs=3, threads=2)
+    saved = config.to_dict()
+    del saved["critic_steps"]  # a run folder written before the option existed
+    assert config.changed_from(saved) == []
+    assert TrainConfig(epochs=3, threads=2, critic_steps=5).changed_from(saved) == ["critic_steps"]
+    assert TrainConfig(epochs=4, threads=1).changed_from(saved, ignore=("threads",)) == ["epochs"]
+
+
 def test_invalid_values_name_the_option():
     with pytest.raises(ConfigError, match="optimizer='rmsprop'"):
         TrainConfig(optimizer="rmsprop")

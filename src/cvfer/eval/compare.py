@@ -22,13 +22,12 @@ import numpy as np
 from tqdm import tqdm
 
 from cvfer.errors import ConfigError, CvferError
+from cvfer.eval.protocol import RESUMABLE_OPTIONS, checked_fold_count, run_cv
 from cvfer.io import atomic_write_json, atomic_write_text
 
 COMPARE_MD = "compare.md"
 COMPARE_JSON = "compare.json"
 ERROR_TXT = "error.txt"
-# Options that may differ between the run that trained a model's folds and a run reusing them.
-REUSABLE_CHANGES = ("threads", "device", "cache_dir")
 
 
 @dataclass
@@ -145,8 +144,7 @@ def _check_reusable(run_dir: Path, config: Any) -> None:
         saved = json.loads(cv_json.read_text(encoding="utf-8")).get("train_config", {})
     except (OSError, json.JSONDecodeError, AttributeError):
         raise ConfigError("is unreadable", cv_json, "delete the model's folder to start it again") from None
-    current = config.to_dict()
-    changed = sorted(key for key in current if key not in REUSABLE_CHANGES and saved.get(key) != current[key])
+    changed = config.changed_from(saved, ignore=RESUMABLE_OPTIONS)
     if changed:
         raise ConfigError(
             f"holds folds trained with other options {changed}",
@@ -179,7 +177,6 @@ def run_compare(
     """Cross-validate and time every model of `models` on `data_dir`; write compare.md and compare.json."""
     from cvfer.eval.bench import benchmark, machine_info, time_decode
     from cvfer.eval.predict import count_frames
-    from cvfer.eval.protocol import checked_fold_count, run_cv
     from cvfer.models import list_models
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)

@@ -266,18 +266,14 @@ def _cross_dataset_predictions(
 RESUMABLE_OPTIONS = ("device", "threads", "cache_dir")
 
 
-def _check_same_run(record_path: Path, record: dict[str, Any]) -> None:
+def _check_same_run(record_path: Path, record: dict[str, Any], config: Any) -> None:
     """Refuse to mix a run folder's finished folds with different data or training options."""
     if not record_path.is_file():
         return
     previous = json.loads(record_path.read_text(encoding="utf-8"))
     different = [key for key in ("train_data", "test_data", "seed") if previous.get(key) != record[key]]
-    old_config, new_config = previous.get("train_config", {}), record["train_config"]
-    different += [
-        f"train_config.{key}"
-        for key in sorted(set(old_config) | set(new_config))
-        if key not in RESUMABLE_OPTIONS and old_config.get(key) != new_config.get(key)
-    ]
+    changed = config.changed_from(previous.get("train_config", {}), ignore=RESUMABLE_OPTIONS)
+    different += [f"train_config.{key}" for key in changed]
     if different:
         raise ConfigError(
             f"holds a run with other settings ({', '.join(different)})",
@@ -335,7 +331,7 @@ def run_cv(
         "seed": seed,
         "train_config": config.to_dict(),
     }
-    _check_same_run(out_dir / "cv.json", run_record)
+    _check_same_run(out_dir / "cv.json", run_record, config)
     atomic_write_json(out_dir / "cv.json", run_record)
     for fold in tqdm(range(num_folds), desc="folds", unit="fold"):
         fold_dir = out_dir / f"fold_{fold:02d}"

@@ -125,6 +125,12 @@ class TrainConfig:
         known = {key: value for key, value in settings.items() if key in fields}
         return cls.from_dict({**known, "model_cfg": {**known.get("model_cfg", {}), **model_cfg}})
 
+    def changed_from(self, saved: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
+        """Fields (not in `ignore`) whose value differs from a saved `to_dict()`. A field missing from `saved`
+        (written before the field existed) counts as its default, so adding an option keeps old runs usable."""
+        defaults, current = TrainConfig().to_dict(), self.to_dict()
+        return sorted(key for key in current if key not in ignore and saved.get(key, defaults[key]) != current[key])
+
     def to_json(self) -> str:
         """The config as indented JSON."""
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)

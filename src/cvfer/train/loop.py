@@ -218,8 +218,7 @@ class _Trainer:
                 "pass --resume to continue that run, or choose another --out",
             )
         checkpoint = load_checkpoint(self.checkpoint_path)
-        saved, current = checkpoint["config"], self.config.to_dict()
-        changed = sorted(key for key in current if key not in RESUMABLE_CHANGES and saved.get(key) != current[key])
+        changed = self.config.changed_from(checkpoint["config"], ignore=RESUMABLE_CHANGES)
         if changed:
             raise CheckpointError(
                 f"was written with different options {changed}",
