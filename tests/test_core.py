@@ -23,12 +23,8 @@ def test_atomic_write_leaves_old_file_on_error(tmp_path):
 
 
 def test_atomic_write_gives_the_permissions_of_a_plain_write(tmp_path):
-    previous = os.umask(0o022)
-    try:
-        atomic_write_text(tmp_path / "atomic.txt", "x")
-        (tmp_path / "plain.txt").write_text("x")
-    finally:
-        os.umask(previous)
+    atomic_write_text(tmp_path / "atomic.txt", "x")
+    (tmp_path / "plain.txt").write_text("x")
     assert (tmp_path / "atomic.txt").stat().st_mode == (tmp_path / "plain.txt").stat().st_mode
 
 

@@ -16,9 +16,12 @@ from cvfer.errors import CheckpointError
 
 def _file_mode() -> int:
     """Permissions a plain `open(path, "w")` would give: 0o666 minus the process umask."""
-    umask = os.umask(0)
+    umask = os.umask(0)  # reading the umask means setting it: done once, at import, not per write
     os.umask(umask)
     return 0o666 & ~umask
+
+
+_FILE_MODE = _file_mode()
 
 
 @contextlib.contextmanager
@@ -28,7 +31,7 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[BinaryIO]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, _file_mode())  # mkstemp creates 0600; the result should be shared like any other file
+        os.fchmod(fd, _FILE_MODE)  # mkstemp creates 0600; the result should be shared like any other file
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
