@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cvfer.eval.probes import identity_probe, linear_probe, mutual_information_estimate, per_subject_split
+from cvfer.eval.probes import (
+    identity_probe,
+    linear_probe,
+    mutual_information_estimate,
+    per_subject_split,
+    standardise,
+)
 
 NUM_SUBJECTS, CLIPS_PER_SUBJECT, DIM = 12, 6, 16
 
@@ -61,6 +67,15 @@ def test_linear_probe_single_training_class_and_errors():
     assert result.accuracy == 0.5 and result.majority == 0.5 and result.chance == 0.5
     with pytest.raises(ValueError, match="no subject has two clips"):
         identity_probe(np.zeros((3, 2)), [0, 1, 2])
+
+
+def test_standardise_leaves_constant_dimensions_centred_not_blown_up():
+    # A saturated LSTM unit: exactly 1.0 on the fitting clips, one float32 step below on a held-out one.
+    fit = np.column_stack([np.ones(6, np.float32), np.arange(6, dtype=np.float32)]).astype(np.float64)
+    held = np.array([[np.nextafter(np.float32(1), np.float32(0)), 2.5]], dtype=np.float64)
+    fit_part, held_part = standardise(fit, held)
+    assert abs(held_part[0, 0]) < 1e-6 and np.allclose(fit_part[:, 0], 0)
+    assert np.allclose(fit_part[:, 1].std(), 1) and held_part[0, 1] == pytest.approx(0.0)
 
 
 def test_mutual_information_is_high_for_dependent_and_near_zero_for_independent_features():

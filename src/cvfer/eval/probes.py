@@ -104,6 +104,16 @@ def identity_probe(features: np.ndarray, subjects: Sequence[object], *, test_fra
     )
 
 
+def standardise(fit: np.ndarray, held: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both parts scaled by the mean and std of `fit`. A dimension whose spread on `fit` is below float32
+    resolution (1e-6 of its magnitude) is constant, e.g. a saturated LSTM unit: it is only centred, so a
+    rounding-level change on `held` cannot become a huge standardised value."""
+    scaler = StandardScaler().fit(fit)
+    floor = 1e-6 * np.maximum(1.0, np.abs(scaler.mean_))
+    scaler.scale_ = np.where(scaler.scale_ < floor, 1.0, scaler.scale_)
+    return scaler.transform(fit), scaler.transform(held)
+
+
 def mutual_information_estimate(
     features: np.ndarray,
     identity: np.ndarray,
@@ -135,11 +145,8 @@ def mutual_information_estimate(
         raise ValueError(f"{len(features)} pairs are too few to estimate mutual information")
 
     def standardised(array: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        scaler = StandardScaler().fit(array[fit])
-        return (
-            torch.from_numpy(scaler.transform(array[fit])).float(),
-            torch.from_numpy(scaler.transform(array[held])).float(),
-        )
+        fit_part, held_part = standardise(array[fit], array[held])
+        return torch.from_numpy(fit_part).float(), torch.from_numpy(held_part).float()
 
     (fit_x, held_x), (fit_y, held_y) = standardised(features), standardised(identity)
     torch.manual_seed(seed)
