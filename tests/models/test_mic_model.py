@@ -135,13 +135,26 @@ def test_critic_losses_reach_only_the_critic_and_reshuffle(name: str, critic: st
         assert torch.equal(model.critic_losses(state, 1)["mine"].detach(), extra["mine"].detach())
 
 
+def test_feature_norm_keeps_the_lstm_input_on_unit_scale_when_f4_blows_up() -> None:
+    seen = {}
+    for feature_norm in (True, False):
+        model = _mic(feature_norm=feature_norm)
+        with torch.no_grad():
+            model.expression.frame_encoder.fc[0].weight.mul_(1000)  # F4 after a run-away start
+        model.expression.lstm.register_forward_hook(lambda _m, inputs, _o: seen.update(lstm_input=inputs[0]))
+        with torch.no_grad():
+            model(_batch())
+        seen[feature_norm] = float(seen["lstm_input"].abs().max())
+    assert seen[True] < 25 < seen[False]  # LayerNorm over 512 units bounds each value by √511 ≈ 22.6
+
+
 def test_inference_module_holds_only_the_fer_branch_and_reloads() -> None:
     model = _mic()
     model.training_losses(_batch(), TrainState())  # moves BN statistics, MINE's average
     model.eval()
     inference = model.inference_module()
     keys = list(inference.state_dict())
-    assert all(key.split(".")[0] in {"frame_encoder", "lstm", "classifier"} for key in keys)
+    assert all(key.split(".")[0] in {"frame_encoder", "feature_norm", "lstm", "classifier"} for key in keys)
     assert not any("statistics" in key or "decoder" in key or "upsample" in key for key in keys)
     fresh = _mic()
     fresh.inference_module().load_state_dict(inference.state_dict())

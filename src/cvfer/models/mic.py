@@ -113,9 +113,15 @@ class ResNet6FrameEncoder(nn.Module):
 
 
 class MICExpressionNet(nn.Module):
-    """The FER branch, all that runs at test time: f_E per frame → LSTM → z_E (last hidden state) → Cls."""
+    """The FER branch, all that runs at test time: f_E per frame → LSTM → z_E (last hidden state) → Cls.
 
-    def __init__(self, num_classes: int, image_size: int, backbone: Backbone, motion_vectors: bool):
+    `feature_norm` puts a LayerNorm between f_E and the LSTM (not in the paper): without it, Adam's
+    early steps on F4's 4096→512 weights can blow its outputs up ~75× and saturate the LSTM's gates, after
+    which z_E is constant and nothing trains (2 of 10 folds of `small`, docs/results.md)."""
+
+    def __init__(
+        self, num_classes: int, image_size: int, backbone: Backbone, motion_vectors: bool, feature_norm: bool = True
+    ):
         super().__init__()
         self.image_size = image_size
         self.motion_vectors = motion_vectors
@@ -126,6 +132,7 @@ class MICExpressionNet(nn.Module):
             self.frame_encoder = ResNet6FrameEncoder(in_channels)
         else:
             raise ConfigError(f"unknown MIC backbone {backbone!r}", fix="use 'kim' or 'resnet6'")
+        self.feature_norm = nn.LayerNorm(FEATURE_DIM) if feature_norm else nn.Identity()
         self.lstm = nn.LSTM(FEATURE_DIM, FEATURE_DIM, batch_first=True)
         self.classifier = nn.Linear(FEATURE_DIM, num_classes)
 
@@ -145,7 +152,7 @@ class MICExpressionNet(nn.Module):
     def forward(self, batch: dict[str, Tensor]) -> FEROutput:
         frames = self.frames(batch)
         batch_size, steps = frames.shape[:2]
-        frame_features = self.frame_encoder(frames.flatten(0, 1)).view(batch_size, steps, FEATURE_DIM)
+        frame_features = self.feature_norm(self.frame_encoder(frames.flatten(0, 1))).view(batch_size, steps, FEATURE_DIM)
         _, (hidden, _) = self.lstm(frame_features)
         expression = hidden[-1]
         return FEROutput(logits=self.classifier(expression), features=expression)
@@ -202,6 +209,7 @@ class MIC(FERModel):
         *,
         backbone: Backbone = "kim",
         motion_vectors: bool = False,
+        feature_norm: bool = True,
         disentangle: Disentangle = "mi",
         mi_estimator: str = "mine",
         estimator_hidden: int = 256,
@@ -220,7 +228,7 @@ class MIC(FERModel):
         self.beta_start = beta_start if reconstruction else 0.0
         self.beta_epochs = beta_epochs
         self.shuffle_seed = shuffle_seed
-        self.expression = MICExpressionNet(num_classes, image_size, backbone, motion_vectors)
+        self.expression = MICExpressionNet(num_classes, image_size, backbone, motion_vectors, feature_norm)
         self.mi_estimator = None
         if disentangle == "mi":
             self.mi_estimator = create_mi_estimator(mi_estimator, FEATURE_DIM, identity_dim, estimator_hidden)
