@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cvfer.codec import probe, read_compressed, read_frames, reencode, write_video
+from cvfer.codec import probe, read_compressed, read_frames, reencode
 from cvfer.errors import CompressedVideoError, ConfigError
 
 

@@ -136,7 +136,7 @@ def test_resume_with_other_options_is_refused_per_model(compared, tiny_data, tmp
         tiny_data, [TINY], out, num_folds=2, options={"epochs": 2, "batch_size": 8, "num_frames": 2, "threads": 1},
         bench_clips=1, bench_repeats=1, mine_steps=5,
     )
-    assert "other options ['epochs']" in result.models[0].error
+    assert "other settings (train_config.epochs)" in result.models[0].error
     assert "failed" in comparison_table(result)
 
 

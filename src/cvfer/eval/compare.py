@@ -10,7 +10,6 @@ A model that fails is recorded with its error (traceback in `OUT/<model>/error.t
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import traceback
 from collections.abc import Sequence
@@ -22,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cvfer.errors import ConfigError, CvferError
-from cvfer.eval.protocol import RESUMABLE_OPTIONS, checked_fold_count, run_cv
+from cvfer.eval.protocol import checked_fold_count, run_cv
 from cvfer.io import atomic_write_json, atomic_write_text
 
 COMPARE_MD = "compare.md"
@@ -135,24 +134,6 @@ def bench_clip_paths(data_dir: str | Path, count: int) -> list[Path]:
     return [manifest.video_path(clips[index]) for index in picks]
 
 
-def _check_reusable(run_dir: Path, config: Any) -> None:
-    """Raise `ConfigError` when `run_dir` holds folds trained with other options than `config`."""
-    cv_json = run_dir / "cv.json"
-    if not cv_json.is_file():
-        return
-    try:
-        saved = json.loads(cv_json.read_text(encoding="utf-8")).get("train_config", {})
-    except (OSError, json.JSONDecodeError, AttributeError):
-        raise ConfigError("is unreadable", cv_json, "delete the model's folder to start it again") from None
-    changed = config.changed_from(saved, ignore=RESUMABLE_OPTIONS)
-    if changed:
-        raise ConfigError(
-            f"holds folds trained with other options {changed}",
-            run_dir,
-            "re-run with the original options, or choose another --out",
-        )
-
-
 def _record_error(row: ModelComparison, run_dir: Path, error: Exception) -> None:
     """Put the error's one-line message in the row and its traceback in `run_dir/error.txt`."""
     row.error = str(error) if isinstance(error, CvferError) else f"{type(error).__name__}: {error}"
@@ -202,7 +183,6 @@ def run_compare(
                 raise ConfigError(f"unknown model {name!r}", fix=f"use one of {', '.join(list_models())}")
             config, row.preset = compare_config(name, options, settings)
             row.train_config = config.to_dict()
-            _check_reusable(run_dir, config)
             cv_result = run_cv(data_dir, config, run_dir, num_folds=folds, seed=config.seed, mine_steps=mine_steps)
             row.summary = cv_result.summary()
         except Exception as error:  # a failing model is reported in its row; the others still run

@@ -270,8 +270,11 @@ def _check_same_run(record_path: Path, record: dict[str, Any], config: Any) -> N
     """Refuse to mix a run folder's finished folds with different data or training options."""
     if not record_path.is_file():
         return
-    previous = json.loads(record_path.read_text(encoding="utf-8"))
-    different = [key for key in ("train_data", "test_data", "seed") if previous.get(key) != record[key]]
+    try:
+        previous = json.loads(record_path.read_text(encoding="utf-8"))
+        different = [key for key in ("train_data", "test_data", "seed") if previous.get(key) != record[key]]
+    except (OSError, json.JSONDecodeError, AttributeError):
+        raise ConfigError("is unreadable", record_path, "delete the run folder to start it again") from None
     changed = config.changed_from(previous.get("train_config", {}), ignore=RESUMABLE_OPTIONS)
     different += [f"train_config.{key}" for key in changed]
     if different:
