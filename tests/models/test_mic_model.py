@@ -105,6 +105,10 @@ def test_variants_have_their_groups_and_inputs() -> None:
     assert "mi" in logs  # T_θ still trained and logged
     club = _mic(mi_estimator="club")
     assert type(club.mi_estimator).__name__ == "CLUB"
+    all_pairs = _mic(mine_marginal="all-pairs")
+    assert all_pairs.mi_estimator.marginal == "all-pairs"
+    _, logs = all_pairs.training_losses(_batch(), TrainState())
+    assert torch.isfinite(torch.tensor(logs["mi"]))
 
 
 def test_adversary_variant_trains_a_subject_classifier_and_checks_subjects() -> None:

@@ -213,6 +213,7 @@ class MIC(FERModel):
         disentangle: Disentangle = "mi",
         mi_estimator: str = "mine",
         estimator_hidden: int = 256,
+        mine_marginal: str = "shuffle",
         alpha: float = 0.1,
         reconstruction: bool = True,
         beta_start: float = 1.0,
@@ -231,7 +232,9 @@ class MIC(FERModel):
         self.expression = MICExpressionNet(num_classes, image_size, backbone, motion_vectors, feature_norm)
         self.mi_estimator = None
         if disentangle == "mi":
-            self.mi_estimator = create_mi_estimator(mi_estimator, FEATURE_DIM, identity_dim, estimator_hidden)
+            self.mi_estimator = create_mi_estimator(
+                mi_estimator, FEATURE_DIM, identity_dim, estimator_hidden, marginal=mine_marginal
+            )
         self.identity_adversary: nn.Module | None = None
         self.num_subjects = num_subjects
         if disentangle == "adversary":
