@@ -144,6 +144,7 @@ def test_presets_and_per_model_settings():
     tfen, note = compare_config("tfen", {"epochs": 3}, ["lr=0.5", "tfen:model.alpha=1", "cnn-lstm:model.hidden_size=4"])
     assert tfen.optimizer == "sgd" and tfen.epochs == 3 and tfen.lr == 0.5 and tfen.num_frames == 7
     assert tfen.model_cfg["alpha"] == 1 and tfen.model_cfg["input_size"] is None and "hidden_size" not in tfen.model_cfg
+    assert tfen.model_cfg["face_weights"] == "synthetic" and "face_weights" not in compare_config("tfen-no-face-decoupling")[0].model_cfg
     assert "TFEN" in note
     ceflnet, _ = compare_config("ceflnet")
     assert ceflnet.num_frames == 16 and ceflnet.model_cfg["input_size"] is None

@@ -152,3 +152,29 @@ def test_preset_is_a_valid_training_config():
     with torch.device("meta"):
         model = create_model(config.model, num_frames=config.num_frames, **model_cfg)
     assert model.alpha == 5.0 and model.adversary_every == 3 and model.recognizer.input_size == 224
+
+
+def test_synthetic_face_recogniser_becomes_f_and_is_cached(tmp_path, monkeypatch):
+    """TFEN's F on synthetic data: cvfer's SE-ResNet-18 recogniser, trained once on synthetic identities."""
+    from cvfer.models import identity
+    from cvfer.models.backbones import frames_to_images
+
+    monkeypatch.setenv("CVFER_CACHE", str(tmp_path))
+    checkpoint = identity.train_tfen_face_recogniser(
+        identity.identity_cache_dir() / identity.TFEN_FACE_CHECKPOINT_NAME,
+        num_identities=4,
+        per_identity=2,
+        size=32,
+        held_out_identities=2,
+        epochs=1,
+        progress=False,
+    )
+    assert checkpoint["format"] == identity.TFEN_FACE_FORMAT and 0.0 <= checkpoint["verification"]["auc"] <= 1.0
+    monkeypatch.setattr(identity, "train_tfen_face_recogniser", lambda *args, **kwargs: pytest.fail("retrained"))
+    model = small_model("tfen", face_weights="synthetic")
+    recogniser = identity.SEResNetIdentityNet(input_size=32).eval()
+    recogniser.load_state_dict(checkpoint["state_dict"])
+    images = frames_to_images(small_batch()["frames"], 32)
+    body = recogniser.backbone
+    with torch.no_grad():
+        torch.testing.assert_close(model.recognizer.face_extractor(images), body.stages[1](body.stages[0](body.stem(images))))

@@ -67,8 +67,9 @@ def model_preset(name: str) -> tuple[dict[str, Any], str]:
 
     Flat presets mix `TrainConfig` fields and model options, as `cvfer.models.mic.MIC_PRESETS` does.
     MIC variants start from the `demo` preset; TFEN and CEFLNet from their papers' presets with CPU-sized
-    inputs (frames at the stored size instead of 224×224; CEFLNet sees 16 frames instead of 75); any other
-    model from the `TrainConfig` defaults.
+    inputs (frames at the stored size instead of 224×224; CEFLNet sees 16 frames instead of 75); TFEN's F is
+    cvfer's synthetic SE-ResNet-18 recogniser, as MIC's f_I is the synthetic one (`--set
+    tfen:model.face_weights=PATH` on real data); any other model from the `TrainConfig` defaults.
     """
     from cvfer.train.config import DEMO_PRESET
 
@@ -78,7 +79,11 @@ def model_preset(name: str) -> tuple[dict[str, Any], str]:
         from cvfer.models.tfen import TFEN_PRESET
 
         preset = {**TFEN_PRESET, "model": name, "input_size": None}
-        return preset, "TFEN paper preset (SGD, 7 frames), input at the stored frame size instead of 224"
+        description = "TFEN paper preset (SGD, 7 frames), input at the stored frame size instead of 224"
+        if name != "tfen-no-face-decoupling":  # the one variant without F
+            preset["face_weights"] = "synthetic"
+            description += ", F from cvfer's synthetic SE-ResNet-18 face recogniser"
+        return preset, description
     if name.startswith("ceflnet"):
         from cvfer.models.ceflnet import CEFLNET_PRESET
 

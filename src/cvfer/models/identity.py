@@ -25,9 +25,12 @@ from tqdm import tqdm
 
 from cvfer.errors import CheckpointError, ConfigError
 from cvfer.io import atomic_torch_save, load_torch_file
+from cvfer.models.backbones import ResNet18, frames_to_images
 
 CHECKPOINT_FORMAT = "cvfer-identity-encoder/1"
 SYNTHETIC_CHECKPOINT_NAME = "synthetic-identity-v1.pt"
+TFEN_FACE_FORMAT = "cvfer-tfen-face-recogniser/1"
+TFEN_FACE_CHECKPOINT_NAME = "tfen-face-se-resnet18-v1.pt"
 
 
 class IdentityEncoder(abc.ABC):
@@ -149,11 +152,12 @@ def _to_tensor(images: np.ndarray) -> Tensor:
 
 
 class SyntheticIdentityEncoder(IdentityEncoder):
-    """An `IdentityNet` cvfer trained on synthetic identities (`train_synthetic_identity_encoder`), in eval mode."""
+    """A recogniser cvfer trained on synthetic identities (`IdentityNet`, `train_synthetic_identity_encoder`;
+    or any module ending in an `embedding` Linear), in eval mode."""
 
     name = "synthetic"
 
-    def __init__(self, network: IdentityNet, batch_size: int = 256):
+    def __init__(self, network: nn.Module, batch_size: int = 256):
         self.network = network.eval()
         self.dim = network.embedding.out_features
         self.batch_size = batch_size
@@ -247,8 +251,10 @@ def fit_identity_network(
     margin: float = 0.2,
     seed: int = 0,
     progress: bool = True,
-) -> tuple[IdentityNet, dict[str, float]]:
-    """Train an `IdentityNet` with the CosFace loss on (images, ids); random horizontal flips and ±4 px shifts.
+    network: nn.Module | None = None,
+) -> tuple[nn.Module, dict[str, float]]:
+    """Train `network` (default: a new `IdentityNet(dim, input_size)`; else any module mapping [0, 1] images
+    to embeddings through a final `embedding` Linear, whose width then replaces `dim`) with the CosFace loss on (images, ids); random horizontal flips and ±4 px shifts.
 
     Returns the network (eval mode) and training logs (final loss, training accuracy, seconds)."""
     images = _checked_images(images, "fit_identity_network")
@@ -257,7 +263,8 @@ def fit_identity_network(
         raise ConfigError("training an identity encoder needs one id per image and at least two identities")
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    network = IdentityNet(dim, input_size)
+    network = IdentityNet(dim, input_size) if network is None else network
+    dim = network.embedding.out_features
     class_weights = nn.Parameter(torch.randn(len(classes), dim) * 0.01)
     parameters = [*network.parameters(), class_weights]
     optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=5e-4)
@@ -297,6 +304,35 @@ def _augment(batch: Tensor, generator: torch.Generator) -> Tensor:
     return padded[..., 4 + dy : 4 + dy + height, 4 + dx : 4 + dx + width]
 
 
+def _fit_on_synthetic_identities(
+    network: nn.Module,
+    *,
+    num_identities: int,
+    per_identity: int,
+    size: int,
+    seed: int,
+    held_out_identities: int,
+    progress: bool,
+    **fit_options: Any,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Render synthetic identities, train `network` on `num_identities` of them and measure verification
+    on `held_out_identities` more (never trained on). Returns the checkpoint's "training" and "verification"."""
+    from cvfer.data.synthetic import identity_images
+
+    if held_out_identities < 2:
+        raise ConfigError(f"held_out_identities={held_out_identities}", fix="use at least 2 for verification")
+    total = num_identities + held_out_identities
+    images, identity_ids = identity_images(total, per_identity, size, seed, progress=progress)
+    train_mask = identity_ids < num_identities
+    _, logs = fit_identity_network(
+        images[train_mask], identity_ids[train_mask], network=network, seed=seed, progress=progress, **fit_options
+    )
+    verification = verification_auc(SyntheticIdentityEncoder(network), images[~train_mask], identity_ids[~train_mask])
+    training = {"num_identities": num_identities, "per_identity": per_identity, "size": size, "seed": seed, **logs}
+    held_out = {"held_out_identities": held_out_identities, "auc": verification.auc, "eer": verification.eer}
+    return training, held_out
+
+
 def train_synthetic_identity_encoder(
     out_path: str | Path,
     *,
@@ -308,49 +344,97 @@ def train_synthetic_identity_encoder(
     progress: bool = True,
     **fit_options: Any,
 ) -> SyntheticIdentityEncoder:
-    """Render synthetic identities, train the CNN on `num_identities` of them, measure verification on
-    `held_out_identities` more (never trained on), and save the checkpoint at `out_path` atomically."""
-    from cvfer.data.synthetic import identity_images
-
-    if held_out_identities < 2:
-        raise ConfigError(f"held_out_identities={held_out_identities}", fix="use at least 2 for verification")
-    total = num_identities + held_out_identities
-    images, identity_ids = identity_images(total, per_identity, size, seed, progress=progress)
-    train_mask = identity_ids < num_identities
-    network, logs = fit_identity_network(
-        images[train_mask], identity_ids[train_mask], input_size=size, seed=seed, progress=progress, **fit_options
+    """Train MIC's f_I for synthetic data (an `IdentityNet`, `_fit_on_synthetic_identities`) and save the
+    checkpoint at `out_path` atomically."""
+    dim = fit_options.pop("dim", 128)
+    network = IdentityNet(dim, size)
+    training, verification = _fit_on_synthetic_identities(
+        network,
+        num_identities=num_identities,
+        per_identity=per_identity,
+        size=size,
+        seed=seed,
+        held_out_identities=held_out_identities,
+        progress=progress,
+        **fit_options,
     )
-    encoder = SyntheticIdentityEncoder(network)
-    verification = verification_auc(encoder, images[~train_mask], identity_ids[~train_mask])
     atomic_torch_save(
         out_path,
         {
             "format": CHECKPOINT_FORMAT,
-            "dim": encoder.dim,
+            "dim": dim,
             "input_size": network.input_size,
             "widths": list(network.widths),
             "state_dict": network.state_dict(),
-            "training": {
-                "num_identities": num_identities,
-                "per_identity": per_identity,
-                "size": size,
-                "seed": seed,
-                **logs,
-            },
-            "verification": {
-                "held_out_identities": held_out_identities,
-                "auc": verification.auc,
-                "eer": verification.eer,
-            },
+            "training": training,
+            "verification": verification,
         },
     )
-    return encoder
+    return SyntheticIdentityEncoder(network)
+
+
+class SEResNetIdentityNet(nn.Module):
+    """SE-ResNet-18 face recogniser: ImageNet-normalised input (as TFEN's frames), global pool, linear
+    embedding of `dim`. TFEN cuts its F (stem, conv2_x, conv3_x) and A's start (conv4_x, conv5_x) from it."""
+
+    def __init__(self, dim: int = 128, input_size: int = 64):
+        super().__init__()
+        self.input_size = input_size
+        self.backbone = ResNet18(squeeze_excitation=True)
+        self.embedding = nn.Linear(ResNet18.out_features, dim)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """(N, 3, H, W) floats in [0, 1] → (N, dim) unnormalised embeddings."""
+        return self.embedding(self.backbone(frames_to_images(images[:, None], self.input_size)))
+
+
+def train_tfen_face_recogniser(
+    out_path: str | Path,
+    *,
+    num_identities: int = 200,
+    per_identity: int = 10,
+    size: int = 64,
+    seed: int = 0,
+    held_out_identities: int = 40,
+    progress: bool = True,
+    **fit_options: Any,
+) -> dict[str, Any]:
+    """Train an `SEResNetIdentityNet` on synthetic identities (TFEN's pretrained recogniser on synthetic
+    data) and save {"state_dict", "training", "verification"} at `out_path` atomically; returns it."""
+    network = SEResNetIdentityNet(fit_options.pop("dim", 128), size)
+    training, verification = _fit_on_synthetic_identities(
+        network,
+        num_identities=num_identities,
+        per_identity=per_identity,
+        size=size,
+        seed=seed,
+        held_out_identities=held_out_identities,
+        progress=progress,
+        **fit_options,
+    )
+    checkpoint = {
+        "format": TFEN_FACE_FORMAT,
+        "state_dict": network.state_dict(),
+        "training": training,
+        "verification": verification,
+    }
+    atomic_torch_save(out_path, checkpoint)
+    return checkpoint
 
 
 def identity_cache_dir() -> Path:
     """Where the default synthetic encoder is kept: $CVFER_CACHE/identity, else ~/.cache/cvfer/identity."""
     root = os.environ.get("CVFER_CACHE") or Path.home() / ".cache" / "cvfer"
     return Path(root) / "identity"
+
+
+def synthetic_tfen_face_weights() -> Path:
+    """The SE-ResNet-18 recogniser TFEN uses on synthetic data: trained once into `identity_cache_dir()`."""
+    path = identity_cache_dir() / TFEN_FACE_CHECKPOINT_NAME
+    if not path.is_file():
+        tqdm.write(f"training TFEN's SE-ResNet-18 face recogniser once on synthetic identities -> {path}")
+        train_tfen_face_recogniser(path)
+    return path
 
 
 def load_identity_encoder(spec: str | Path) -> IdentityEncoder:
