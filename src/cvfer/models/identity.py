@@ -307,12 +307,12 @@ def _augment(batch: Tensor, generator: torch.Generator) -> Tensor:
 def _fit_on_synthetic_identities(
     network: nn.Module,
     *,
-    num_identities: int,
-    per_identity: int,
     size: int,
-    seed: int,
-    held_out_identities: int,
-    progress: bool,
+    num_identities: int = 200,
+    per_identity: int = 10,
+    seed: int = 0,
+    held_out_identities: int = 40,
+    progress: bool = True,
     **fit_options: Any,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Render synthetic identities, train `network` on `num_identities` of them and measure verification
@@ -334,30 +334,14 @@ def _fit_on_synthetic_identities(
 
 
 def train_synthetic_identity_encoder(
-    out_path: str | Path,
-    *,
-    num_identities: int = 200,
-    per_identity: int = 10,
-    size: int = 64,
-    seed: int = 0,
-    held_out_identities: int = 40,
-    progress: bool = True,
-    **fit_options: Any,
+    out_path: str | Path, *, size: int = 64, dim: int = 128, **options: Any
 ) -> SyntheticIdentityEncoder:
-    """Train MIC's f_I for synthetic data (an `IdentityNet`, `_fit_on_synthetic_identities`) and save the
-    checkpoint at `out_path` atomically."""
-    dim = fit_options.pop("dim", 128)
+    """Train MIC's f_I for synthetic data (an `IdentityNet`) and save the checkpoint at `out_path` atomically.
+
+    `options`: num_identities (200), per_identity (10), seed (0), held_out_identities (40), progress (True)
+    and any `fit_identity_network` option."""
     network = IdentityNet(dim, size)
-    training, verification = _fit_on_synthetic_identities(
-        network,
-        num_identities=num_identities,
-        per_identity=per_identity,
-        size=size,
-        seed=seed,
-        held_out_identities=held_out_identities,
-        progress=progress,
-        **fit_options,
-    )
+    training, verification = _fit_on_synthetic_identities(network, size=size, **options)
     atomic_torch_save(
         out_path,
         {
@@ -388,30 +372,12 @@ class SEResNetIdentityNet(nn.Module):
         return self.embedding(self.backbone(frames_to_images(images[:, None], self.input_size)))
 
 
-def train_tfen_face_recogniser(
-    out_path: str | Path,
-    *,
-    num_identities: int = 200,
-    per_identity: int = 10,
-    size: int = 64,
-    seed: int = 0,
-    held_out_identities: int = 40,
-    progress: bool = True,
-    **fit_options: Any,
-) -> dict[str, Any]:
+def train_tfen_face_recogniser(out_path: str | Path, *, size: int = 64, dim: int = 128, **options: Any) -> dict[str, Any]:
     """Train an `SEResNetIdentityNet` on synthetic identities (TFEN's pretrained recogniser on synthetic
-    data) and save {"state_dict", "training", "verification"} at `out_path` atomically; returns it."""
-    network = SEResNetIdentityNet(fit_options.pop("dim", 128), size)
-    training, verification = _fit_on_synthetic_identities(
-        network,
-        num_identities=num_identities,
-        per_identity=per_identity,
-        size=size,
-        seed=seed,
-        held_out_identities=held_out_identities,
-        progress=progress,
-        **fit_options,
-    )
+    data) and save {"state_dict", "training", "verification"} at `out_path` atomically; returns it.
+    `options` as for `train_synthetic_identity_encoder`."""
+    network = SEResNetIdentityNet(dim, size)
+    training, verification = _fit_on_synthetic_identities(network, size=size, **options)
     checkpoint = {
         "format": TFEN_FACE_FORMAT,
         "state_dict": network.state_dict(),
