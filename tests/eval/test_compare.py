@@ -103,6 +103,9 @@ def test_table_has_a_row_per_model_with_finite_numbers(compared):
     for name in (TINY, "cnn-lstm"):
         line = next(line for line in table.splitlines() if line.startswith(f"| {name} |"))
         assert line.count("|") == 9 and "–" not in line
+    # Two folds: every other model is compared with the first, fold by fold.
+    paired = [line for line in table.splitlines() if line.startswith("| cnn-lstm | ")][-1]
+    assert f"each model − `{TINY}`" in table and paired.count("|") == 8 and paired.count(" / ") == 4
     # f_I is noted only for models that take z_I; the machine is described as `cvfer bench` does.
     assert not any(line.startswith("- `cnn-lstm`") and "f_I" in line for line in table.splitlines())
     assert {"processor", "cpus", "system", "torch", "av"} <= set(document["machine"])

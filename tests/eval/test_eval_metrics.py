@@ -15,6 +15,7 @@ from cvfer.eval.metrics import (
     macro_f1,
     mean_class_accuracy,
     mean_std,
+    paired_difference,
     per_class_recall,
 )
 
@@ -84,3 +85,17 @@ def test_summary_is_json_ready():
     assert summary["per_class_recall"] == [0.5, 1.0, None]
     assert summary["confusion"] == [[1, 1, 0], [0, 1, 0], [0, 0, 0]]
     assert summary["num_samples"] == 3 and summary["war"] == pytest.approx(2 / 3)
+
+
+def test_paired_difference_counts_folds_and_matches_scipy():
+    from scipy.stats import wilcoxon
+
+    reference = [0.30, 0.40, 0.50, 0.20, 0.60, float("nan")]
+    other = [0.35, 0.40, 0.45, 0.30, 0.70, 0.90]  # the NaN fold is skipped
+    paired = paired_difference(reference, other)
+    assert paired.mean == pytest.approx((0.05 + 0.0 - 0.05 + 0.10 + 0.10) / 5)
+    assert (paired.wins, paired.losses, paired.ties) == (3, 1, 1)
+    assert paired.p_value == pytest.approx(wilcoxon([0.05, -0.05, 0.10, 0.10]).pvalue)
+    assert math.isnan(paired_difference([0.1, 0.2], [0.1, 0.2]).p_value)  # nothing but ties
+    with pytest.raises(ValueError, match="same folds"):
+        paired_difference([0.1, 0.2], [0.1])

@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cvfer.errors import ConfigError, CvferError
+from cvfer.eval.metrics import paired_difference
 from cvfer.eval.protocol import checked_fold_count, run_cv
 from cvfer.io import atomic_write_json, atomic_write_text
 
@@ -38,6 +39,7 @@ class ModelComparison:
     train_config: dict[str, Any]
     run_dir: str
     summary: dict[str, dict[str, float]] | None = None  # `CVResult.summary()`
+    fold_scores: dict[str, list[float]] | None = None  # `CVResult.fold_scores()`, for paired comparisons
     timing: dict[str, Any] | None = None  # `cvfer.eval.bench.ModelTiming` as a dict
     error: str | None = None
 
@@ -189,7 +191,7 @@ def run_compare(
             config, row.preset = compare_config(name, options, settings)
             row.train_config = config.to_dict()
             cv_result = run_cv(data_dir, config, run_dir, num_folds=folds, seed=config.seed, mine_steps=mine_steps)
-            row.summary = cv_result.summary()
+            row.summary, row.fold_scores = cv_result.summary(), cv_result.fold_scores()
         except Exception as error:  # a failing model is reported in its row; the others still run
             _record_error(row, run_dir, error)
     trained = [row for row in rows if row.error is None]
@@ -272,6 +274,33 @@ def comparison_table(result: ComparisonResult) -> str:
     return "\n".join(lines)
 
 
+PAIRED_SCORES = (("war", "WAR"), ("identity_probe_accuracy", "identity from z_E"))
+
+
+def paired_section(result: ComparisonResult) -> list[str]:
+    """compare.md lines comparing every model with the first one fold by fold (none for a single fold)."""
+    scored = [row for row in result.models if row.error is None and row.fold_scores is not None]
+    if result.folds < 2 or len(scored) < 2:
+        return []
+    reference = scored[0]
+    header = " | ".join(f"Δ {label} (points) | more / fewer / tied folds | Wilcoxon p" for _, label in PAIRED_SCORES)
+    lines = [
+        "",
+        f"Paired over folds, each model − `{reference.name}` (same folds, same test clips):",
+        "",
+        f"| model | {header} |",
+        "|---|" + "---|---|---|" * len(PAIRED_SCORES),
+    ]
+    for row in scored[1:]:
+        cells = []
+        for key, _ in PAIRED_SCORES:
+            paired = paired_difference(reference.fold_scores[key], row.fold_scores[key])  # type: ignore[index]
+            p_value = "–" if math.isnan(paired.p_value) else f"{paired.p_value:.2f}"
+            cells += [f"{100 * paired.mean:+.2f}", f"{paired.wins} / {paired.losses} / {paired.ties}", p_value]
+        lines.append(f"| {row.name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def comparison_markdown(result: ComparisonResult) -> str:
     """compare.md: a title, the table, then notes on the protocol, each model's settings and any errors."""
     from cvfer.models.registry import builder_accepts
@@ -303,6 +332,7 @@ def comparison_markdown(result: ComparisonResult) -> str:
                 + (f"; model options: {model_cfg}" if model_cfg else "")
                 + "."
             )
+    lines += paired_section(result)
     failed = [row for row in result.models if row.error is not None]
     if failed:
         lines += ["", "Errors:"]

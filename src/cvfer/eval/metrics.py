@@ -9,6 +9,7 @@ was predicted (then its F1 is 0), as scikit-learn's `f1_score(average="macro")` 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -83,6 +84,35 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
         return float("nan"), float("nan")
     std = float(np.std(array, ddof=1)) if array.size > 1 else 0.0
     return float(np.mean(array)), std
+
+
+@dataclass
+class PairedDifference:
+    """`other − reference` over folds scored by both: mean difference, wins / losses / ties of `other`, and
+    the two-sided Wilcoxon signed-rank p-value (NaN with fewer than two non-tied folds)."""
+
+    mean: float
+    wins: int
+    losses: int
+    ties: int
+    p_value: float
+
+
+def paired_difference(reference: Sequence[float], other: Sequence[float]) -> PairedDifference:
+    """Compare two models fold by fold (same folds, same order); folds where either score is NaN are skipped."""
+    from scipy.stats import wilcoxon
+
+    first, second = np.asarray(reference, dtype=np.float64), np.asarray(other, dtype=np.float64)
+    if first.shape != second.shape:
+        raise ValueError(f"paired scores need the same folds, got {first.size} and {second.size}")
+    keep = ~(np.isnan(first) | np.isnan(second))
+    difference = second[keep] - first[keep]
+    if difference.size == 0:
+        return PairedDifference(float("nan"), 0, 0, 0, float("nan"))
+    tied = np.isclose(difference, 0.0, atol=1e-12)
+    p_value = float(wilcoxon(difference[~tied]).pvalue) if (~tied).sum() >= 2 else float("nan")
+    wins, losses = int(((difference > 0) & ~tied).sum()), int(((difference < 0) & ~tied).sum())
+    return PairedDifference(float(difference.mean()), wins, losses, int(tied.sum()), p_value)
 
 
 def classification_summary(

@@ -81,9 +81,9 @@ class CVResult:
     classes: list[str]
     folds: list[FoldResult] = field(default_factory=list)
 
-    def summary(self) -> dict[str, dict[str, float]]:
-        """Mean ± std over folds of every scalar score."""
-        columns: dict[str, list[float]] = {
+    def fold_scores(self) -> dict[str, list[float]]:
+        """Every scalar score, one value per fold (NaN where a fold has none)."""
+        return {
             "war": [fold.war for fold in self.folds],
             "uar": [fold.uar for fold in self.folds],
             "macro_f1": [fold.macro_f1 for fold in self.folds],
@@ -102,8 +102,11 @@ class CVResult:
                 math.nan if fold.mutual_information_null is None else fold.mutual_information_null for fold in self.folds
             ],
         }
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Mean ± std over folds of every scalar score."""
         summary = {}
-        for name, values in columns.items():
+        for name, values in self.fold_scores().items():
             mean, std = mean_std(values)
             summary[name] = {"mean": mean, "std": std, "folds": int(np.sum(~np.isnan(values)))}
         return summary
