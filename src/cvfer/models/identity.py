@@ -14,6 +14,7 @@ import importlib.util
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -251,10 +252,13 @@ def fit_identity_network(
     margin: float = 0.2,
     seed: int = 0,
     progress: bool = True,
-    network: nn.Module | None = None,
+    build_network: Callable[[], nn.Module] | None = None,
 ) -> tuple[nn.Module, dict[str, float]]:
-    """Train `network` (default: a new `IdentityNet(dim, input_size)`; else any module mapping [0, 1] images
-    to embeddings through a final `embedding` Linear, whose width then replaces `dim`) with the CosFace loss on (images, ids); random horizontal flips and ±4 px shifts.
+    """Train a network with the CosFace loss on (images, ids); random horizontal flips and ±4 px shifts.
+
+    The network is `IdentityNet(dim, input_size)`, or `build_network()`: any module mapping [0, 1] images to
+    embeddings through a final `embedding` Linear (whose width then replaces `dim`). Either is built after
+    seeding, so its initialisation is fixed by `seed`.
 
     Returns the network (eval mode) and training logs (final loss, training accuracy, seconds)."""
     images = _checked_images(images, "fit_identity_network")
@@ -263,7 +267,7 @@ def fit_identity_network(
         raise ConfigError("training an identity encoder needs one id per image and at least two identities")
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    network = IdentityNet(dim, input_size) if network is None else network
+    network = IdentityNet(dim, input_size) if build_network is None else build_network()
     dim = network.embedding.out_features
     class_weights = nn.Parameter(torch.randn(len(classes), dim) * 0.01)
     parameters = [*network.parameters(), class_weights]
@@ -305,7 +309,7 @@ def _augment(batch: Tensor, generator: torch.Generator) -> Tensor:
 
 
 def _fit_on_synthetic_identities(
-    network: nn.Module,
+    build_network: Callable[[], nn.Module],
     *,
     size: int,
     num_identities: int = 200,
@@ -314,9 +318,10 @@ def _fit_on_synthetic_identities(
     held_out_identities: int = 40,
     progress: bool = True,
     **fit_options: Any,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Render synthetic identities, train `network` on `num_identities` of them and measure verification
-    on `held_out_identities` more (never trained on). Returns the checkpoint's "training" and "verification"."""
+) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+    """Render synthetic identities, train `build_network()` on `num_identities` of them and measure
+    verification on `held_out_identities` more (never trained on). Returns the trained network and the
+    checkpoint's "training" and "verification"."""
     from cvfer.data.synthetic import identity_images
 
     if held_out_identities < 2:
@@ -324,13 +329,14 @@ def _fit_on_synthetic_identities(
     total = num_identities + held_out_identities
     images, identity_ids = identity_images(total, per_identity, size, seed, progress=progress)
     train_mask = identity_ids < num_identities
-    _, logs = fit_identity_network(
-        images[train_mask], identity_ids[train_mask], network=network, seed=seed, progress=progress, **fit_options
+    network, logs = fit_identity_network(
+        images[train_mask], identity_ids[train_mask], build_network=build_network, seed=seed, progress=progress,
+        **fit_options,
     )
     verification = verification_auc(SyntheticIdentityEncoder(network), images[~train_mask], identity_ids[~train_mask])
     training = {"num_identities": num_identities, "per_identity": per_identity, "size": size, "seed": seed, **logs}
     held_out = {"held_out_identities": held_out_identities, "auc": verification.auc, "eer": verification.eer}
-    return training, held_out
+    return network, training, held_out
 
 
 def train_synthetic_identity_encoder(
@@ -340,8 +346,7 @@ def train_synthetic_identity_encoder(
 
     `options`: num_identities (200), per_identity (10), seed (0), held_out_identities (40), progress (True)
     and any `fit_identity_network` option."""
-    network = IdentityNet(dim, size)
-    training, verification = _fit_on_synthetic_identities(network, size=size, **options)
+    network, training, verification = _fit_on_synthetic_identities(lambda: IdentityNet(dim, size), size=size, **options)
     atomic_torch_save(
         out_path,
         {
@@ -376,8 +381,9 @@ def train_tfen_face_recogniser(out_path: str | Path, *, size: int = 64, dim: int
     """Train an `SEResNetIdentityNet` on synthetic identities (TFEN's pretrained recogniser on synthetic
     data) and save {"state_dict", "training", "verification"} at `out_path` atomically; returns it.
     `options` as for `train_synthetic_identity_encoder`."""
-    network = SEResNetIdentityNet(dim, size)
-    training, verification = _fit_on_synthetic_identities(network, size=size, **options)
+    network, training, verification = _fit_on_synthetic_identities(
+        lambda: SEResNetIdentityNet(dim, size), size=size, **options
+    )
     checkpoint = {
         "format": TFEN_FACE_FORMAT,
         "state_dict": network.state_dict(),
