@@ -152,7 +152,10 @@ def test_cv_end_to_end_resume_and_cross_dataset(tiny_data, tmp_path, monkeypatch
     cross = tmp_path / "cross"
     for fold in ("fold_00", "fold_01"):
         shutil.copytree(run / fold, cross / fold, ignore=shutil.ignore_patterns("fold_metrics.json"))
-    result = run_cv(tiny_data, TrainConfig(model="cnn-lstm", num_frames=2), cross, num_folds=2, test_data=other, mine_steps=20)
+    # Folds trained with other options are not reused silently (here: copied in without a cv.json).
+    with pytest.raises(ConfigError, match="was trained with other settings"):
+        run_cv(tiny_data, TrainConfig(model="cnn-lstm", num_frames=2), cross, num_folds=2, test_data=other)
+    result = run_cv(tiny_data, config, cross, num_folds=2, test_data=other, mine_steps=20)
     assert result.classes == ["anger", "happiness"]
     assert sum(fold.num_samples for fold in result.folds) == len(kept)
     assert json.loads((cross / "metrics.json").read_text())["test_data"] == str(other)

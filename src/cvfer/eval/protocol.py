@@ -288,6 +288,24 @@ def _check_same_run(record_path: Path, record: dict[str, Any], config: Any) -> N
         )
 
 
+def _check_fold_config(fold_dir: Path, config: Any) -> None:
+    """Refuse to reuse a fold folder trained with other options (e.g. by `cvfer train` into a cv folder)."""
+    config_path = fold_dir / "config.json"
+    if not _fold_is_trained(fold_dir) or not config_path.is_file():
+        return
+    try:
+        saved = json.loads(config_path.read_text(encoding="utf-8"))
+        changed = config.changed_from(saved, ignore=RESUMABLE_OPTIONS)
+    except (OSError, json.JSONDecodeError, AttributeError, TypeError):
+        raise ConfigError("is unreadable", config_path, "delete the fold folder to train it again") from None
+    if changed:
+        raise ConfigError(
+            f"was trained with other settings ({', '.join(changed)})",
+            fold_dir,
+            "delete the fold folder, choose a new --out, or repeat the original options",
+        )
+
+
 def checked_fold_count(data_dir: str | Path, num_folds: int | None) -> int:
     """`num_folds`, or every fold of the dataset's splits.json when None; a `ConfigError` if out of range."""
     from cvfer.data.splits import read_splits
@@ -338,6 +356,8 @@ def run_cv(
         "train_config": config.to_dict(),
     }
     _check_same_run(out_dir / "cv.json", run_record, config)
+    for fold in range(num_folds):
+        _check_fold_config(out_dir / f"fold_{fold:02d}", config)
     atomic_write_json(out_dir / "cv.json", run_record)
     for fold in tqdm(range(num_folds), desc="folds", unit="fold"):
         fold_dir = out_dir / f"fold_{fold:02d}"
