@@ -81,7 +81,7 @@ class MINE(nn.Module):
 
     `marginal` picks the product-of-marginals sample: `"shuffle"` pairs each x_i with one y_perm(i) (MINE's
     and the paper's N samples); `"all-pairs"` uses every (x_i, y_j), i ≠ j, of the batch: N(N−1) samples of
-    the same distribution, so the same DV bound with a far less noisy second term (docs/mic.md).
+    the same distribution, so the same DV bound with a less noisy second term (docs/mic.md).
     """
 
     def __init__(
