@@ -176,3 +176,15 @@ def test_more_folds_than_splits_is_refused_up_front(tiny_data, tmp_path):
     with pytest.raises(ConfigError, match="3 folds asked for"):
         run_compare(tiny_data, [TINY], tmp_path / "run", num_folds=3)
     assert not (tmp_path / "run").exists()
+
+
+def test_notes_name_training_options_changed_from_the_defaults():
+    from cvfer.eval.compare import ComparisonResult, ModelComparison, comparison_markdown
+    from cvfer.train.config import TrainConfig
+
+    def row(name: str, **changes) -> ModelComparison:
+        return ModelComparison(name, "a preset", TrainConfig(model=name, **changes).to_dict(), run_dir="run")
+
+    result = ComparisonResult("data", 1, ["a.mp4"], 10.0, 1, 1, 1, None, [row("mic", critic_steps=5), row("mic-mi")])
+    notes = {line.split("`")[1]: line for line in comparison_markdown(result).splitlines() if line.startswith("- `")}
+    assert "critic_steps 5" in notes["mic"] and "critic_steps" not in notes["mic-mi"]

@@ -274,6 +274,8 @@ def comparison_table(result: ComparisonResult) -> str:
     return "\n".join(lines)
 
 
+# Training options the notes name only where a run changed them from the TrainConfig defaults.
+NOTED_IF_CHANGED = ("critic_steps", "group_lr", "weight_decay")
 PAIRED_SCORES = (("war", "WAR"), ("identity_probe_accuracy", "identity from z_E"))
 
 
@@ -304,6 +306,7 @@ def paired_section(result: ComparisonResult) -> list[str]:
 def comparison_markdown(result: ComparisonResult) -> str:
     """compare.md: a title, the table, then notes on the protocol, each model's settings and any errors."""
     from cvfer.models.registry import builder_accepts
+    from cvfer.train.config import TrainConfig
 
     decode = "–" if result.decode_fps is None else f"{result.decode_fps:.1f}"
     lines = [
@@ -321,6 +324,7 @@ def comparison_markdown(result: ComparisonResult) -> str:
         f"passes over the same {len(result.bench_clips)} clips ({result.bench_frames_per_clip:.0f} frames each on "
         f"average) in one process; bare PyAV decode of every frame: {decode} fps.",
     ]
+    defaults = TrainConfig().to_dict()
     for row in result.models:
         config = row.train_config
         if config:
@@ -329,6 +333,7 @@ def comparison_markdown(result: ComparisonResult) -> str:
                 f"- `{row.name}`: {row.preset}; {config['epochs']} epochs, batch {config['batch_size']}, "
                 f"{config['optimizer']} lr {config['lr']:g} ({config['lr_schedule']}), {config['num_frames']} frames"
                 + (f", f_I {config['identity_encoder']}" if builder_accepts(row.name, "identity_dim") else "")
+                + "".join(f", {key} {config[key]}" for key in NOTED_IF_CHANGED if config[key] != defaults[key])
                 + (f"; model options: {model_cfg}" if model_cfg else "")
                 + "."
             )
