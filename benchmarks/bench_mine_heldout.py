@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from cvfer.eval.probes import identity_probe, per_subject_split
-from cvfer.models.mine import MINE, MINE_MARGINALS
+from cvfer.models.mine import MINE, MINE_CRITICS, MINE_MARGINALS
 
 
 def all_pairs_bound(mine: MINE, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -36,6 +36,7 @@ def fit_and_read(
     held: np.ndarray,
     *,
     marginal: str,
+    critic: str,
     batch: int,
     steps: int,
     checkpoints: list[int],
@@ -43,7 +44,7 @@ def fit_and_read(
 ) -> list[tuple[int, float, float]]:
     """Train T_θ (MIC's default size) on `fit` clips; (step, bound on fit, bound on held) at `checkpoints`."""
     torch.manual_seed(seed)
-    mine = MINE(x.shape[1], y.shape[1], marginal=marginal)
+    mine = MINE(x.shape[1], y.shape[1], marginal=marginal, critic=critic)
     optimizer = torch.optim.Adam(mine.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(seed)
     fit_index, held_index = torch.as_tensor(fit), torch.as_tensor(held)
@@ -68,6 +69,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--batch", type=int, nargs="+", default=[16, 48])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--critic", nargs="+", default=list(MINE_CRITICS), choices=MINE_CRITICS, help="T_θ forms to fit")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -83,15 +85,17 @@ def main() -> None:
         f"linear identity probe on this split {probe.accuracy:.3f} (chance {probe.chance:.3f})\n"
     )
     checkpoints = sorted({s for s in (50, 100, 200, 400, 800, 1600, args.steps) if s <= args.steps})
-    print("| marginal | batch | T_θ steps | DV bound, fitted clips (nats) | DV bound, held-out clips (nats) |")
-    print("|---|---|---|---|---|")
-    for marginal in MINE_MARGINALS:
-        for batch in args.batch:
-            readings = fit_and_read(
-                x, y, fit, held, marginal=marginal, batch=batch, steps=args.steps, checkpoints=checkpoints, seed=args.seed
-            )
-            for step, fitted, held_out in readings:
-                print(f"| {marginal} | {batch} | {step} | {fitted:.3f} | {held_out:.3f} |", flush=True)
+    print("| critic | marginal | batch | T_θ steps | DV bound, fitted clips (nats) | DV bound, held-out clips (nats) |")
+    print("|---|---|---|---|---|---|")
+    for critic in args.critic:
+        for marginal in MINE_MARGINALS:
+            for batch in args.batch:
+                readings = fit_and_read(
+                    x, y, fit, held, marginal=marginal, critic=critic, batch=batch, steps=args.steps,
+                    checkpoints=checkpoints, seed=args.seed,
+                )
+                for step, fitted, held_out in readings:
+                    print(f"| {critic} | {marginal} | {batch} | {step} | {fitted:.3f} | {held_out:.3f} |", flush=True)
 
 
 if __name__ == "__main__":

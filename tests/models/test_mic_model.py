@@ -139,6 +139,25 @@ def test_critic_losses_reach_only_the_critic_and_reshuffle(name: str, critic: st
         assert torch.equal(model.critic_losses(state, 1)["mine"].detach(), extra["mine"].detach())
 
 
+@pytest.mark.parametrize("name, critic", [("mic", "mine"), ("mic-mi-adv", "adversary")])
+def test_prime_critics_stores_this_batch_without_moving_the_encoder(name: str, critic: str) -> None:
+    """critic_first: the critics see the batch's own detached z_E before the encoder's step; the no-grad pass
+    leaves every parameter and BatchNorm running statistic of the FER branch as it was."""
+    model = _mic(name)
+    model.train()
+    before = {key: value.clone() for key, value in model.expression.state_dict().items()}
+    batch = _batch(batch_size=8)
+    assert model.prime_critics(batch, TrainState(step=2))
+    for key, value in model.expression.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    primed = model.critic_losses(TrainState(step=2), 1)[critic]
+    model.training_losses(batch, TrainState(step=2))  # the real pass stores the same features
+    torch.testing.assert_close(model.critic_losses(TrainState(step=2), 1)[critic], primed)
+    no_critics = _mic("mic-no-rec", alpha=0.0)
+    no_critics.mi_estimator = None
+    assert not no_critics.prime_critics(batch, TrainState())
+
+
 def test_feature_norm_keeps_the_lstm_input_on_unit_scale_when_f4_blows_up() -> None:
     seen = {}
     for feature_norm in (True, False):

@@ -93,6 +93,12 @@ class TinyTwoGroupModel(FERModel):
     def critic_losses(self, state: TrainState, repeat: int) -> dict[str, torch.Tensor]:
         return {"critic": -self._bound(*self._critic_inputs)}
 
+    def prime_critics(self, batch, state: TrainState) -> bool:
+        with torch.no_grad():
+            features = self(batch).features
+        self._critic_inputs = (state.all_gather(features), state.all_gather(batch["iframe"].mean(dim=(2, 3))))
+        return True
+
     def parameter_groups(self):
         return {
             "main": [*self.encoder.parameters(), *self.classifier.parameters()],

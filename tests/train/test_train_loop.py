@@ -82,6 +82,24 @@ def test_critic_steps_update_only_the_critic_more_often(reference_run, make_conf
     assert len(main_steps) == 1 and critic_steps == {3 * main_steps.pop()}
 
 
+def test_critic_first_updates_the_critic_before_the_encoder_step(reference_run, make_config, tmp_path, monkeypatch):
+    """critic_first: the k − 1 extra critic updates come before each encoder step (on that batch), not after."""
+    data, _ = reference_run
+    order: list[str] = []
+    model_class = type(create_model("test-tiny-two-group", num_classes=3, image_size=8, num_frames=4))
+    for method in ("prime_critics", "critic_losses", "training_losses"):
+        original = getattr(model_class, method)
+        monkeypatch.setattr(
+            model_class, method, lambda self, *args, _original=original, _name=method: order.append(_name) or _original(self, *args)
+        )
+    result = train(make_config(epochs=1, critic_steps=3, critic_first=True), data, 0, tmp_path / "run")
+    steps = int(result.history[0]["step"])
+    assert order == ["prime_critics", "critic_losses", "critic_losses", "training_losses"] * steps
+    optimizers = torch.load(result.out_dir / "checkpoint.pt", weights_only=False)["optimizers"]
+    critic_steps = {float(state["step"]) for state in optimizers["critic"]["state"].values()}
+    assert critic_steps == {3.0 * steps}
+
+
 def test_tiny_model_learns_the_fake_task(fake_data, make_config, tmp_path):
     result = train(make_config(epochs=12, lr_schedule="constant"), fake_data, 0, tmp_path / "run")
     assert result.history[-1]["ce"] < result.history[0]["ce"]

@@ -31,6 +31,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
             "threads": args.threads,
             "cache_dir": args.cache_dir,
             "critic_steps": args.critic_steps,
+            "critic_first": args.critic_first or None,
         },
         model_options={"alpha": args.alpha, "mi_estimator": args.mi_estimator},
         settings=args.set,
@@ -49,6 +50,10 @@ def add_train_config_arguments(parser: argparse.ArgumentParser | argparse._Argum
     parser.add_argument("--alpha", type=float, help="MIC: weight of the MI term (model.alpha)")
     parser.add_argument("--mi-estimator", choices=("mine", "club"), help="MIC: MI estimator (model.mi_estimator)")
     parser.add_argument("--critic-steps", type=int, help="updates of T_θ (or the adversary) per training step")
+    parser.add_argument(
+        "--critic-first", action="store_true",
+        help="do the extra critic updates before the encoder's step, on the same batch (critic_first)",
+    )
     parser.add_argument("--identity-encoder", help="frozen face recogniser for z_I: synthetic, dlib or a path")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device", choices=("cpu", "cuda"))

@@ -76,6 +76,12 @@ class FERModel(nn.Module, abc.ABC):
         1, 2, ...). A model without critics returns {}."""
         return {}
 
+    def prime_critics(self, batch: dict[str, torch.Tensor], state: TrainState) -> bool:
+        """Store detached features of `batch` for `critic_losses` before `training_losses` runs on it
+        (`critic_first`), leaving the encoder and its BatchNorm statistics untouched; False if the model
+        has no critics."""
+        return False
+
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Trainable parameters of each loss returned by `training_losses`."""
         return {"main": [p for p in self.parameters() if p.requires_grad]}

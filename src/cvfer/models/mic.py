@@ -214,6 +214,7 @@ class MIC(FERModel):
         mi_estimator: str = "mine",
         estimator_hidden: int = 256,
         mine_marginal: str = "shuffle",
+        mine_critic: str = "concat",
         alpha: float = 0.1,
         reconstruction: bool = True,
         beta_start: float = 1.0,
@@ -233,7 +234,7 @@ class MIC(FERModel):
         self.mi_estimator = None
         if disentangle == "mi":
             self.mi_estimator = create_mi_estimator(
-                mi_estimator, FEATURE_DIM, identity_dim, estimator_hidden, marginal=mine_marginal
+                mi_estimator, FEATURE_DIM, identity_dim, estimator_hidden, marginal=mine_marginal, critic=mine_critic
             )
         self.identity_adversary: nn.Module | None = None
         self.num_subjects = num_subjects
@@ -320,6 +321,24 @@ class MIC(FERModel):
 
         losses["fer"] = fer_loss
         return losses, logs
+
+    def prime_critics(self, batch: dict[str, Tensor], state: TrainState) -> bool:
+        """Detached (z_E, z_I) and (z_E, subject) of `batch` for `critic_losses`, from a no-grad pass of the
+        FER branch whose BatchNorm running statistics are restored afterwards (the real pass moves them)."""
+        if self.mi_estimator is None and self.identity_adversary is None:
+            return False
+        buffers = {name: buffer.clone() for name, buffer in self.expression.named_buffers()}
+        with torch.no_grad():
+            expression = self.expression(batch).features
+        for name, buffer in self.expression.named_buffers():
+            buffer.copy_(buffers[name])
+        self._critic_inputs = {}
+        if self.mi_estimator is not None:
+            identity_input = state.all_gather(self._identity(batch)) * math.sqrt(self.identity_dim)
+            self._critic_inputs["mine"] = (state.all_gather(expression), identity_input)
+        if self.identity_adversary is not None:
+            self._critic_inputs["adversary"] = (expression, self._subjects(batch))
+        return True
 
     def critic_losses(self, state: TrainState, repeat: int) -> dict[str, Tensor]:
         """T_θ's loss on a fresh shuffle of the last step's detached (z_E, z_I), and the adversary's CE on

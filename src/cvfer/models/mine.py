@@ -21,6 +21,7 @@ from cvfer.errors import ConfigError
 
 MI_ESTIMATORS = ("mine", "club")
 MINE_MARGINALS = ("all-pairs", "shuffle")
+MINE_CRITICS = ("concat", "separable")
 
 
 @dataclass
@@ -72,12 +73,17 @@ class _BiasCorrectedLogMeanExp(torch.autograd.Function):
 
 
 class MINE(nn.Module):
-    """Statistics network T_θ(z_E, z_I) (an MLP on the concatenation) and the Donsker–Varadhan bound (Eq. 4).
+    """Statistics network T_θ(z_E, z_I) and the Donsker–Varadhan bound (Eq. 4).
 
     The bound's value is exact on the batch (logsumexp − log N, no overflow); its gradient uses the moving
     average of E[e^T] over batches (rate `ma_rate`, initialised with the first batch so it has no start-up
     bias), which removes the bias of the mini-batch gradient of log E[e^T]. The average is a buffer updated
     only in training mode.
+
+    `critic` picks T_θ's form: `"concat"`, an MLP on concat(x, y) (the MINE paper's form), or
+    `"separable"`, T(x, y) = g(x)·h(y)/√k with two MLPs g, h into R^k (k = `embedding_dim`). A separable
+    critic scores y through an embedding shared by every x, so near-identical y (one subject's z_I) get
+    near-identical scores: it cannot memorise clip pairs the way the concatenation MLP does (docs/mic.md).
 
     `marginal` picks the product-of-marginals sample: `"shuffle"` pairs each x_i with one y_perm(i) (MINE's
     and the paper's N samples); `"all-pairs"` uses every (x_i, y_j), i ≠ j, of the batch: N(N−1) samples of
@@ -92,13 +98,25 @@ class MINE(nn.Module):
         layers: int = 2,
         ma_rate: float = 0.01,
         marginal: str = "shuffle",
+        critic: str = "concat",
+        embedding_dim: int = 64,
     ):
         super().__init__()
         if not 0 < ma_rate <= 1:
             raise ConfigError(f"MINE ma_rate={ma_rate} is invalid", fix="use a rate in (0, 1], e.g. 0.01")
         if marginal not in MINE_MARGINALS:
             raise ConfigError(f"unknown MINE marginal {marginal!r}", fix=f"use one of {', '.join(MINE_MARGINALS)}")
-        self.statistics = _mlp(x_dim + y_dim, hidden, 1, layers)
+        if critic not in MINE_CRITICS:
+            raise ConfigError(f"unknown MINE critic {critic!r}", fix=f"use one of {', '.join(MINE_CRITICS)}")
+        if embedding_dim < 1:
+            raise ConfigError(f"MINE embedding_dim={embedding_dim} is invalid", fix="use a size >= 1, e.g. 64")
+        self.critic = critic
+        if critic == "concat":
+            self.statistics = _mlp(x_dim + y_dim, hidden, 1, layers)
+        else:
+            self.x_embedding = _mlp(x_dim, hidden, embedding_dim, layers)
+            self.y_embedding = _mlp(y_dim, hidden, embedding_dim, layers)
+            self.score_scale = 1.0 / math.sqrt(embedding_dim)
         self.x_dim = x_dim
         self.marginal = marginal
         self.ma_rate = ma_rate
@@ -107,11 +125,16 @@ class MINE(nn.Module):
 
     def scores(self, x: Tensor, y: Tensor) -> Tensor:
         """T_θ(x, y) for each row: (N,)."""
+        if self.critic == "separable":
+            return (self.x_embedding(x) * self.y_embedding(y)).sum(1) * self.score_scale
         return self.statistics(torch.cat([x, y], dim=1)).squeeze(1)
 
     def pair_scores(self, x: Tensor, y: Tensor) -> Tensor:
-        """T_θ(x_i, y_j) for every pair: (N, N). The first layer is linear in the concatenation, so it is
-        applied to x and y once each and broadcast, not to N² concatenated rows."""
+        """T_θ(x_i, y_j) for every pair: (N, N). Separable: one product of the two embeddings. Concat: the
+        first layer is linear in the concatenation, so it is applied to x and y once each and broadcast, not
+        to N² concatenated rows."""
+        if self.critic == "separable":
+            return self.x_embedding(x) @ self.y_embedding(y).T * self.score_scale
         first, rest = self.statistics[0], self.statistics[1:]
         weight_x, weight_y = first.weight[:, : self.x_dim], first.weight[:, self.x_dim :]
         hidden = (x @ weight_x.T)[:, None, :] + (y @ weight_y.T + first.bias)[None, :, :]
@@ -191,11 +214,14 @@ class CLUB(nn.Module):
 
 
 def create_mi_estimator(
-    kind: str, x_dim: int, y_dim: int, hidden: int = 256, marginal: str = "shuffle"
+    kind: str, x_dim: int, y_dim: int, hidden: int = 256, marginal: str = "shuffle", critic: str = "concat"
 ) -> MINE | CLUB:
-    """`"mine"` (DV lower bound, MIC's choice; `marginal` as in `MINE`) or `"club"` (variational upper bound)."""
+    """`"mine"` (DV lower bound, MIC's choice; `marginal` and `critic` as in `MINE`) or `"club"` (variational
+    upper bound)."""
     if kind == "mine":
-        return MINE(x_dim, y_dim, hidden, marginal=marginal)
+        return MINE(x_dim, y_dim, hidden, marginal=marginal, critic=critic)
     if kind == "club":
+        if critic != "concat":
+            raise ConfigError(f"critic {critic!r} is a MINE option; CLUB has its own q(z_I|z_E)", fix="drop mine_critic")
         return CLUB(x_dim, y_dim, hidden)
     raise ConfigError(f"unknown mi_estimator {kind!r}", fix=f"use one of {', '.join(MI_ESTIMATORS)}")

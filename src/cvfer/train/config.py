@@ -51,6 +51,9 @@ class TrainConfig:
     lr_schedule_params: dict[str, Any] = field(default_factory=dict)
     group_lr: dict[str, float] = field(default_factory=dict)
     critic_steps: int = 1  # updates of each critic (MINE's T_θ, the identity adversary) per step; 1 = Algorithm 1
+    # True: the critic_steps − 1 extra updates come *before* the encoder's step, on this batch's features, so
+    # the MI the encoder minimises is read by a T_θ fitted to the batch it penalises (docs/training.md).
+    critic_first: bool = False
     seed: int = 0
     num_frames: int = 8
     # Residuals and vectors traced back to the I frame (CoViAR's representation, which the MIC reproduction's

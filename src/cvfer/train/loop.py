@@ -303,13 +303,13 @@ class _Trainer:
                 batch = self.data.train.batch(context.shard(batch_indices), model.train_inputs)
                 batch = {key: value.to(context.device) for key, value in batch.items()}
                 state = TrainState(epoch=epoch, num_epochs=config.epochs, step=self.step, all_gather=context.all_gather)
+                if config.critic_first and config.critic_steps > 1 and model.prime_critics(batch, state):
+                    self._critic_updates(state, epoch)
                 losses, logs = model.training_losses(batch, state)
                 if self._step(losses, epoch):
                     self.bad_in_a_row = 0
-                    for repeat in range(1, config.critic_steps):
-                        critic_losses = model.critic_losses(state, repeat)
-                        if not critic_losses or not self._step(critic_losses, epoch):
-                            break
+                    if not config.critic_first:
+                        self._critic_updates(state, epoch)
                     for key, value in logs.items():
                         log_sums[key] = log_sums.get(key, 0.0) + float(value)
                     outputs = [output for output in captured if isinstance(output, FEROutput)]
@@ -362,6 +362,13 @@ class _Trainer:
         else:
             self.history.append(row)
         context.barrier()
+
+    def _critic_updates(self, state: TrainState, epoch: int) -> None:
+        """`critic_steps` − 1 updates of the critics alone on the stored detached features."""
+        for repeat in range(1, self.config.critic_steps):
+            critic_losses = self.model.critic_losses(state, repeat)
+            if not critic_losses or not self._step(critic_losses, epoch):
+                break
 
     def _step(self, losses: dict[str, torch.Tensor], epoch: int) -> bool:
         """Per-group gradients, averaged over processes; step every group unless anything is non-finite."""
