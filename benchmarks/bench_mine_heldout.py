@@ -7,6 +7,12 @@ The linear identity probe on the same split is printed beside it (docs/mic.md, "
 
     python benchmarks/bench_mine_heldout.py runs/small10-ln/mic-mi/fold_00/features.npz
     python benchmarks/bench_mine_heldout.py RUN/fold_00/features.npz --steps 800 --batch 16 48
+    python benchmarks/bench_mine_heldout.py RUN/fold_00/features.npz --critic separable --layers 0 --weight-decay 1
+    python benchmarks/bench_mine_heldout.py RUN/fold_00/features.npz --critic concat --subjects-per-batch 4
+
+`--layers 0` with the separable critic is a bilinear T = (A z_E)·(B z_I); `--weight-decay` uses AdamW;
+`--subjects-per-batch K` draws each batch from K subjects (batch / K clips each), so same-subject pairs are
+among the marginal samples.
 """
 
 from __future__ import annotations
@@ -29,6 +35,17 @@ def all_pairs_bound(mine: MINE, x: torch.Tensor, y: torch.Tensor) -> float:
         return float(pairs.diagonal().mean() - (torch.logsumexp(off_diagonal, 0) - math.log(len(off_diagonal))))
 
 
+def subject_grouped_rows(subjects: np.ndarray, num_subjects: int, batch: int, generator: torch.Generator) -> torch.Tensor:
+    """Row indices of one batch: `num_subjects` random subjects, batch // num_subjects random clips of each."""
+    names = np.unique(subjects)
+    chosen = names[torch.randperm(len(names), generator=generator)[:num_subjects].numpy()]
+    rows = []
+    for name in chosen:
+        clips = torch.as_tensor(np.flatnonzero(subjects == name))
+        rows.append(clips[torch.randperm(len(clips), generator=generator)[: batch // num_subjects]])
+    return torch.cat(rows)
+
+
 def fit_and_read(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -41,16 +58,24 @@ def fit_and_read(
     steps: int,
     checkpoints: list[int],
     seed: int,
+    layers: int = 2,
+    weight_decay: float = 0.0,
+    subjects: np.ndarray | None = None,
+    subjects_per_batch: int = 0,
 ) -> list[tuple[int, float, float]]:
-    """Train T_θ (MIC's default size) on `fit` clips; (step, bound on fit, bound on held) at `checkpoints`."""
+    """Train T_θ (MIC's size unless `layers` says otherwise) on `fit` clips; (step, bound on fit, bound on
+    held) at `checkpoints`. With `subjects_per_batch` > 0 each batch holds that many subjects of `subjects`."""
     torch.manual_seed(seed)
-    mine = MINE(x.shape[1], y.shape[1], marginal=marginal, critic=critic)
-    optimizer = torch.optim.Adam(mine.parameters(), lr=1e-3)
+    mine = MINE(x.shape[1], y.shape[1], layers=layers, marginal=marginal, critic=critic)
+    optimizer = torch.optim.AdamW(mine.parameters(), lr=1e-3, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(seed)
     fit_index, held_index = torch.as_tensor(fit), torch.as_tensor(held)
     readings = []
     for step in range(1, steps + 1):
-        rows = fit_index[torch.randperm(len(fit_index), generator=generator)[:batch]]
+        if subjects_per_batch > 0 and subjects is not None:
+            rows = fit_index[subject_grouped_rows(subjects[fit], subjects_per_batch, batch, generator)]
+        else:
+            rows = fit_index[torch.randperm(len(fit_index), generator=generator)[:batch]]
         permutation = torch.randperm(len(rows), generator=generator)
         loss = mine(x[rows], y[rows], permutation).estimator_loss
         optimizer.zero_grad()
@@ -70,6 +95,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[16, 48])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--critic", nargs="+", default=list(MINE_CRITICS), choices=MINE_CRITICS, help="T_θ forms to fit")
+    parser.add_argument("--layers", type=int, default=2, help="hidden layers of T_θ's MLPs (0: linear)")
+    parser.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay of T_θ")
+    parser.add_argument("--subjects-per-batch", type=int, default=0, help="draw each batch from this many subjects")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -92,7 +120,8 @@ def main() -> None:
             for batch in args.batch:
                 readings = fit_and_read(
                     x, y, fit, held, marginal=marginal, critic=critic, batch=batch, steps=args.steps,
-                    checkpoints=checkpoints, seed=args.seed,
+                    checkpoints=checkpoints, seed=args.seed, layers=args.layers, weight_decay=args.weight_decay,
+                    subjects=subjects, subjects_per_batch=args.subjects_per_batch,
                 )
                 for step, fitted, held_out in readings:
                     print(f"| {critic} | {marginal} | {batch} | {step} | {fitted:.3f} | {held_out:.3f} |", flush=True)
