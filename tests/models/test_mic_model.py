@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -140,22 +141,28 @@ def test_critic_losses_reach_only_the_critic_and_reshuffle(name: str, critic: st
 
 
 @pytest.mark.parametrize("name, critic", [("mic", "mine"), ("mic-mi-adv", "adversary")])
-def test_prime_critics_stores_this_batch_without_moving_the_encoder(name: str, critic: str) -> None:
-    """critic_first: the critics see the batch's own detached z_E before the encoder's step; the no-grad pass
-    leaves every parameter and BatchNorm running statistic of the FER branch as it was."""
+def test_fit_critics_sees_this_batch_before_the_critics_are_read(name: str, critic: str) -> None:
+    """critic_first: `state.fit_critics` runs once per `training_losses`, after the batch's detached z_E is
+    stored for `critic_losses` and before the critic's own loss is computed, so what it changes is used."""
     model = _mic(name)
-    model.train()
-    before = {key: value.clone() for key, value in model.expression.state_dict().items()}
     batch = _batch(batch_size=8)
-    assert model.prime_critics(batch, TrainState(step=2))
-    for key, value in model.expression.state_dict().items():
-        assert torch.equal(value, before[key]), key
-    primed = model.critic_losses(TrainState(step=2), 1)[critic]
-    model.training_losses(batch, TrainState(step=2))  # the real pass stores the same features
-    torch.testing.assert_close(model.critic_losses(TrainState(step=2), 1)[critic], primed)
-    no_critics = _mic("mic-no-rec", alpha=0.0)
-    no_critics.mi_estimator = None
-    assert not no_critics.prime_critics(batch, TrainState())
+    seen: list[torch.Tensor] = []
+    critic_module = model.mi_estimator if critic == "mine" else model.identity_adversary
+
+    def fit() -> None:
+        stored = model._critic_inputs[critic][0]
+        assert not stored.requires_grad
+        seen.append(stored.clone())
+        for param in critic_module.parameters():  # a visible change: the losses must be computed after it
+            param.data.zero_()
+
+    losses, _ = model.training_losses(batch, TrainState(step=2, fit_critics=fit))
+    assert len(seen) == 1
+    torch.testing.assert_close(seen[0], model(batch).features)  # eval of the same weights, train-mode BN
+    if critic == "mine":  # a zeroed T_θ scores every pair 0: the bound is exactly 0
+        assert float(losses["mine"].detach()) == 0.0
+    else:  # a zeroed classifier is uniform over the subjects
+        assert float(losses["adversary"].detach()) == pytest.approx(math.log(SUBJECTS))
 
 
 def test_feature_norm_keeps_the_lstm_input_on_unit_scale_when_f4_blows_up() -> None:

@@ -72,8 +72,9 @@ class TinyTwoGroupModel(FERModel):
         out = self(batch)
         colour = batch["iframe"].mean(dim=(2, 3))
         features, colours = state.all_gather(out.features), state.all_gather(colour)
-        mutual_information = self._bound(features, colours)
         self._critic_inputs = (features.detach(), colours.detach())
+        state.fit_critics()
+        mutual_information = self._bound(features, colours)
         cross_entropy = nn.functional.cross_entropy(out.logits, batch["label"])
         main = cross_entropy + 0.1 * mutual_information
         if state.step in self.nan_loss_steps:
@@ -92,12 +93,6 @@ class TinyTwoGroupModel(FERModel):
 
     def critic_losses(self, state: TrainState, repeat: int) -> dict[str, torch.Tensor]:
         return {"critic": -self._bound(*self._critic_inputs)}
-
-    def prime_critics(self, batch, state: TrainState) -> bool:
-        with torch.no_grad():
-            features = self(batch).features
-        self._critic_inputs = (state.all_gather(features), state.all_gather(batch["iframe"].mean(dim=(2, 3))))
-        return True
 
     def parameter_groups(self):
         return {

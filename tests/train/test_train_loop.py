@@ -83,18 +83,25 @@ def test_critic_steps_update_only_the_critic_more_often(reference_run, make_conf
 
 
 def test_critic_first_updates_the_critic_before_the_encoder_step(reference_run, make_config, tmp_path, monkeypatch):
-    """critic_first: the k − 1 extra critic updates come before each encoder step (on that batch), not after."""
+    """critic_first: inside each step's `training_losses`, after the forward pass and before the critic is read,
+    the critic gets its k − 1 extra updates on that batch; only then do the main and critic groups step."""
     data, _ = reference_run
-    order: list[str] = []
+    events: list[str] = []
     model_class = type(create_model("test-tiny-two-group", num_classes=3, image_size=8, num_frames=4))
-    for method in ("prime_critics", "critic_losses", "training_losses"):
+    for method in ("critic_losses", "training_losses", "_bound"):
         original = getattr(model_class, method)
         monkeypatch.setattr(
-            model_class, method, lambda self, *args, _original=original, _name=method: order.append(_name) or _original(self, *args)
+            model_class, method, lambda self, *args, _original=original, _name=method: events.append(_name) or _original(self, *args)
         )
+    original_step = train_loop._Trainer._step
+    monkeypatch.setattr(
+        train_loop._Trainer, "_step",
+        lambda self, losses, epoch: events.append("step " + ",".join(sorted(losses))) or original_step(self, losses, epoch),
+    )
     result = train(make_config(epochs=1, critic_steps=3, critic_first=True), data, 0, tmp_path / "run")
     steps = int(result.history[0]["step"])
-    assert order == ["prime_critics", "critic_losses", "critic_losses", "training_losses"] * steps
+    one_step = ["training_losses"] + ["critic_losses", "_bound", "step critic"] * 2 + ["_bound", "step critic,main"]
+    assert events == one_step * steps
     optimizers = torch.load(result.out_dir / "checkpoint.pt", weights_only=False)["optimizers"]
     critic_steps = {float(state["step"]) for state in optimizers["critic"]["state"].values()}
     assert critic_steps == {3.0 * steps}

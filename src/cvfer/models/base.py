@@ -42,6 +42,9 @@ class TrainState:
     step: int = 0
     # Gathers a tensor over all processes (autograd-aware); identity when not distributed.
     all_gather: Callable[[torch.Tensor], torch.Tensor] = field(default=lambda tensor: tensor)
+    # Called by `training_losses` once the batch's detached critic inputs are stored and before any critic
+    # is read: with `critic_first` the trainer updates the critics here, on this batch (docs/training.md).
+    fit_critics: Callable[[], None] = field(default=lambda: None)
 
 
 @dataclass
@@ -75,12 +78,6 @@ class FERModel(nn.Module, abc.ABC):
         `training_losses` call; the trainer steps them `critic_steps - 1` more times per step (`repeat` =
         1, 2, ...). A model without critics returns {}."""
         return {}
-
-    def prime_critics(self, batch: dict[str, torch.Tensor], state: TrainState) -> bool:
-        """Store detached features of `batch` for `critic_losses` before `training_losses` runs on it
-        (`critic_first`), leaving the encoder and its BatchNorm statistics untouched; False if the model
-        has no critics."""
-        return False
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Trainable parameters of each loss returned by `training_losses`."""

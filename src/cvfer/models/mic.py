@@ -274,34 +274,37 @@ class MIC(FERModel):
         logs: dict[str, float] = {"ce": float(ce.detach()), "accuracy": float(accuracy)}
         identity = self._identity(batch) if self.mi_estimator is not None or self.decoder is not None else None
         self._critic_inputs = {}
-
         if self.mi_estimator is not None and identity is not None:
             # The product of marginals is drawn from the global batch: every rank gathers z_E and z_I and
-            # draws the same permutation, so the bound is the same on every rank.
-            global_expression, global_identity = state.all_gather(expression), state.all_gather(identity)
+            # draws the same permutation, so the bound is the same on every rank. z_I rows have unit L2 norm,
+            # so components are ~1/√D; rescaling (MI is invariant to it) gives T_θ inputs of unit scale, like
+            # z_E's LSTM outputs.
+            global_expression = state.all_gather(expression)
+            identity_input = state.all_gather(identity) * math.sqrt(self.identity_dim)
+            self._critic_inputs["mine"] = (global_expression.detach(), identity_input.detach())
+        if self.identity_adversary is not None:
+            subjects = self._subjects(batch)
+            self._critic_inputs["adversary"] = (expression.detach(), subjects)
+        state.fit_critics()
+
+        if "mine" in self._critic_inputs and self.mi_estimator is not None:
             permutation = marginal_permutation(
                 global_expression.shape[0], self.shuffle_seed, state.step, global_expression.device
             )
-            # z_I rows have unit L2 norm, so components are ~1/√D; rescaling (MI is invariant to it) gives T_θ
-            # inputs of unit scale, like z_E's LSTM outputs.
-            identity_input = global_identity * math.sqrt(self.identity_dim)
             estimate = self.mi_estimator(global_expression, identity_input, permutation)
             # MI >= 0: an estimate below 0 only says the estimator is momentarily wrong (e.g. CLUB's q anti-
             # correlated with z_I), and the encoder must not profit from pushing it further down.
             fer_loss = fer_loss + self.alpha * estimate.mi.clamp(min=0)
             losses["mine"] = estimate.estimator_loss
             logs["mi"] = float(estimate.mi.detach())
-            self._critic_inputs["mine"] = (global_expression.detach(), identity_input.detach())
 
         if self.identity_adversary is not None:
-            subjects = self._subjects(batch)
             identity_logits = self.identity_adversary(expression)
             adversary_loss = nn.functional.cross_entropy(identity_logits, subjects)
             # The encoder pushes the adversary's posterior toward uniform over subjects (FLF-style confusion).
             confusion = -nn.functional.log_softmax(identity_logits, dim=1).mean(1).mean()
             fer_loss = fer_loss + self.alpha * confusion
             losses["adversary"] = adversary_loss
-            self._critic_inputs["adversary"] = (expression.detach(), subjects)
             logs["identity_ce"] = float(adversary_loss.detach())
             logs["identity_accuracy"] = float((identity_logits.argmax(1) == subjects).float().mean())
 
@@ -321,24 +324,6 @@ class MIC(FERModel):
 
         losses["fer"] = fer_loss
         return losses, logs
-
-    def prime_critics(self, batch: dict[str, Tensor], state: TrainState) -> bool:
-        """Detached (z_E, z_I) and (z_E, subject) of `batch` for `critic_losses`, from a no-grad pass of the
-        FER branch whose BatchNorm running statistics are restored afterwards (the real pass moves them)."""
-        if self.mi_estimator is None and self.identity_adversary is None:
-            return False
-        buffers = {name: buffer.clone() for name, buffer in self.expression.named_buffers()}
-        with torch.no_grad():
-            expression = self.expression(batch).features
-        for name, buffer in self.expression.named_buffers():
-            buffer.copy_(buffers[name])
-        self._critic_inputs = {}
-        if self.mi_estimator is not None:
-            identity_input = state.all_gather(self._identity(batch)) * math.sqrt(self.identity_dim)
-            self._critic_inputs["mine"] = (state.all_gather(expression), identity_input)
-        if self.identity_adversary is not None:
-            self._critic_inputs["adversary"] = (expression, self._subjects(batch))
-        return True
 
     def critic_losses(self, state: TrainState, repeat: int) -> dict[str, Tensor]:
         """T_θ's loss on a fresh shuffle of the last step's detached (z_E, z_I), and the adversary's CE on

@@ -9,6 +9,7 @@ or gradient is not finite is skipped (all groups), and `max_bad_steps` bad steps
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import math
 import random
@@ -303,8 +304,8 @@ class _Trainer:
                 batch = self.data.train.batch(context.shard(batch_indices), model.train_inputs)
                 batch = {key: value.to(context.device) for key, value in batch.items()}
                 state = TrainState(epoch=epoch, num_epochs=config.epochs, step=self.step, all_gather=context.all_gather)
-                if config.critic_first and config.critic_steps > 1 and model.prime_critics(batch, state):
-                    self._critic_updates(state, epoch)
+                if config.critic_first:
+                    state.fit_critics = functools.partial(self._critic_updates, state, epoch)
                 losses, logs = model.training_losses(batch, state)
                 if self._step(losses, epoch):
                     self.bad_in_a_row = 0
