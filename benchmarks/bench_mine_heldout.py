@@ -35,13 +35,15 @@ def all_pairs_bound(mine: MINE, x: torch.Tensor, y: torch.Tensor) -> float:
         return float(pairs.diagonal().mean() - (torch.logsumexp(off_diagonal, 0) - math.log(len(off_diagonal))))
 
 
-def subject_grouped_rows(subjects: np.ndarray, num_subjects: int, batch: int, generator: torch.Generator) -> torch.Tensor:
-    """Row indices of one batch: `num_subjects` random subjects, batch // num_subjects random clips of each."""
-    names = np.unique(subjects)
-    chosen = names[torch.randperm(len(names), generator=generator)[:num_subjects].numpy()]
+def subject_grouped_rows(
+    clips_by_subject: list[torch.Tensor], num_subjects: int, batch: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Row indices of one batch: `num_subjects` random subjects, batch // num_subjects random clips of each
+    (`clips_by_subject[s]`: the rows of subject s)."""
+    chosen = torch.randperm(len(clips_by_subject), generator=generator)[:num_subjects]
     rows = []
-    for name in chosen:
-        clips = torch.as_tensor(np.flatnonzero(subjects == name))
+    for subject in chosen.tolist():
+        clips = clips_by_subject[subject]
         rows.append(clips[torch.randperm(len(clips), generator=generator)[: batch // num_subjects]])
     return torch.cat(rows)
 
@@ -70,10 +72,14 @@ def fit_and_read(
     optimizer = torch.optim.AdamW(mine.parameters(), lr=1e-3, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(seed)
     fit_index, held_index = torch.as_tensor(fit), torch.as_tensor(held)
+    clips_by_subject: list[torch.Tensor] = []
+    if subjects_per_batch > 0 and subjects is not None:
+        fit_subjects = subjects[fit]
+        clips_by_subject = [torch.as_tensor(np.flatnonzero(fit_subjects == name)) for name in np.unique(fit_subjects)]
     readings = []
     for step in range(1, steps + 1):
-        if subjects_per_batch > 0 and subjects is not None:
-            rows = fit_index[subject_grouped_rows(subjects[fit], subjects_per_batch, batch, generator)]
+        if clips_by_subject:
+            rows = fit_index[subject_grouped_rows(clips_by_subject, subjects_per_batch, batch, generator)]
         else:
             rows = fit_index[torch.randperm(len(fit_index), generator=generator)[:batch]]
         permutation = torch.randperm(len(rows), generator=generator)
