@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections import Counter
 
-DATASETS = ("ckplus", "mmi", "afew", "oulu", "dfew", "folder")
+DATASETS = ("ckplus", "mmi", "afew", "oulu", "dfew", "folder", "pairs")
 SHOWN_SKIPS = 20
 
 
@@ -25,6 +25,7 @@ def _run(args: argparse.Namespace) -> int:
         seed=args.seed,
         detect_every=args.detect_every,
         workers=args.workers,
+        morph_frames=args.morph_frames,
     )
     subjects = len({clip.subject for clip in report.clips})
     print(f"prepared {len(report.clips)} clips of {subjects} subjects, classes {', '.join(report.classes)}, written to {report.out}")
@@ -59,11 +60,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-crop", action="store_true", help="no face detection: keep the centred square of each frame")
     subjects = parser.add_mutually_exclusive_group()
     subjects.add_argument(
-        "--subject-pattern", metavar="REGEX", help="folder dataset: regex with a named group `subject`, searched in each clip's name"
+        "--subject-pattern",
+        metavar="REGEX",
+        help="folder and pairs datasets: regex with a named group `subject` (pairs: and optionally `sequence`), "
+        "searched in each clip's name",
     )
     subjects.add_argument("--subjects", metavar="CSV", help="folder dataset: CSV of `path,subject` (paths relative to ROOT)")
     parser.add_argument("--folds", type=int, default=10, help="subject-independent folds where the dataset has no official split")
     parser.add_argument("--seed", type=int, default=0, help="seed of the subject k-fold split")
     parser.add_argument("--detect-every", type=int, default=10, help="re-detect the face every N frames (default 10)")
     parser.add_argument("--workers", type=int, default=1, help="clips prepared in parallel processes (default 1)")
+    parser.add_argument(
+        "--morph-frames", type=int, default=16, help="pairs dataset: frames of each clip morphed from neutral to peak (default 16)"
+    )
     parser.set_defaults(func=_run)

@@ -22,6 +22,8 @@ import numpy as np
 from cvfer.errors import ConfigError, DatasetError
 
 LANDMARKS_MODEL = "shape_predictor_5_face_landmarks.dat"
+# iBUG 300-W's 68 points (jaw 0-16, brows 17-26, nose 27-35, eyes 36-47, mouth 48-67): drives `cvfer.data.morph`.
+LANDMARKS_68_MODEL = "shape_predictor_68_face_landmarks.dat"
 # Context around the eyes-nose landmarks, in dlib's `get_face_chip_details` units: 0.25 is dlib's face
 # recognition crop (eyebrows to chin); expressions also use the forehead and the jaw line.
 FACE_PADDING = 0.4
@@ -99,6 +101,11 @@ def _landmarks_predictor() -> dlib.shape_predictor:
     return dlib.shape_predictor(str(model_path(LANDMARKS_MODEL)))
 
 
+@functools.cache
+def _landmarks_68_predictor() -> dlib.shape_predictor:
+    return dlib.shape_predictor(str(model_path(LANDMARKS_68_MODEL)))
+
+
 def _as_rgb(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image)
     if image.dtype != np.uint8:
@@ -131,6 +138,18 @@ def detect_faces(image: np.ndarray, padding: float = FACE_PADDING) -> list[tuple
             found = [(_aligned_box(image, rect, padding), float(score)) for rect, score in zip(rects, scores)]
             return sorted(found, key=lambda item: -item[1])
     return []
+
+
+def face_landmarks(image: np.ndarray) -> np.ndarray:
+    """The 68 landmarks (68×2 float, x y in pixels) of the most confident face; `FaceNotFoundError` if none."""
+    image = _as_rgb(image)
+    for upsample in UPSAMPLE_LEVELS:
+        rects, scores, _ = _detector().run(image, upsample)
+        if len(rects):
+            best = rects[int(np.argmax(scores))]
+            shape = _landmarks_68_predictor()(image, best)
+            return np.array([(point.x, point.y) for point in shape.parts()], dtype=np.float64)
+    raise FaceNotFoundError("no face found for the 68 landmarks", None, "pass an image with a frontal face")
 
 
 def detect_face(image: np.ndarray, near: FaceBox | None = None, padding: float = FACE_PADDING) -> FaceBox | None:

@@ -50,6 +50,7 @@ class SourceClip:
     apex: str  # "last" or "middle": where the expression peaks
     source: str  # path relative to the dataset root, for the manifest and messages
     fps: float | None = None  # None: the video's own rate
+    morph_frames: int = 0  # > 0: `frames` are key images (neutral … peak) morphed into this many frames
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ import numpy as np
 from tqdm import tqdm
 
 from cvfer.codec.writer import write_video
-from cvfer.data import faces
-from cvfer.data.datasets import afew, ckplus, dfew, folder, mmi, oulu
+from cvfer.data import faces, morph
+from cvfer.data.datasets import afew, ckplus, dfew, folder, mmi, oulu, pairs
 from cvfer.data.datasets.common import DatasetScan, Skipped, SourceClip, frame_rate, iter_frames
 from cvfer.data.manifest import ClipRecord, Manifest, write_manifest
 from cvfer.data.splits import Fold, Splits, official_splits, subject_kfold, write_splits
@@ -39,6 +39,7 @@ SCANNERS: dict[str, Callable[..., DatasetScan]] = {
     "oulu": oulu.scan,
     "dfew": dfew.scan,
     "folder": folder.scan,
+    "pairs": pairs.scan,
 }
 CLIPS_FOLDER = "clips"
 SKIPPED_FILE = "skipped.csv"
@@ -64,16 +65,43 @@ class PrepareReport:
     classes: list[str]
 
 
-def _crop_box(clip: SourceClip, settings: CropSettings) -> faces.FaceBox:
+def morphed_frames(clip: SourceClip) -> list[np.ndarray]:
+    """The frames of a clip made from key images (`SourceClip.morph_frames`), by `cvfer.data.morph`: each
+    key after the first is registered onto the first (`morph.align_to`), so the last frame is the peak
+    image as framed like the neutral one."""
+    keyframes = list(iter_frames(clip.frames))
+    if len({frame.shape for frame in keyframes}) > 1:
+        sizes = ", ".join(f"{path.name} {frame.shape[1]}x{frame.shape[0]}" for path, frame in zip(clip.frames, keyframes))
+        raise DatasetError(f"key images differ in size ({sizes})", clip.frames[0], "give images of one size")
+    landmarks = []
+    for path, frame in zip(clip.frames, keyframes):
+        try:
+            landmarks.append(faces.face_landmarks(frame))
+        except faces.FaceNotFoundError as error:
+            raise faces.FaceNotFoundError(error.problem, path, error.fix) from None
+    for index in range(1, len(keyframes)):
+        keyframes[index], landmarks[index] = morph.align_to(keyframes[index], landmarks[index], landmarks[0])
+    return morph.morph_sequence(keyframes, landmarks, clip.morph_frames)
+
+
+def _frames(clip: SourceClip) -> Callable[[], Iterator[np.ndarray]]:
+    """A fresh iterator over the clip's frames on each call (a morphed clip is made once)."""
+    if clip.morph_frames:
+        made = morphed_frames(clip)
+        return lambda: (frame for frame in made)
+    return lambda: iter_frames(clip.frames)
+
+
+def _crop_box(frames: Callable[[], Iterator[np.ndarray]], source: str, settings: CropSettings) -> faces.FaceBox:
     if not settings.crop_faces:
-        with contextlib.closing(iter_frames(clip.frames)) as frames:
-            first = next(frames, None)
+        with contextlib.closing(frames()) as iterator:
+            first = next(iterator, None)
         if first is None:
-            raise DatasetError("has no frames", clip.source)
+            raise DatasetError("has no frames", source)
         return faces.center_box(*first.shape[:2])
-    track = faces.track_face(iter_frames(clip.frames), detect_every=settings.detect_every)
+    track = faces.track_face(frames(), detect_every=settings.detect_every)
     if track is None:
-        raise faces.FaceNotFoundError("no face found in any checked frame", clip.source)
+        raise faces.FaceNotFoundError("no face found in any checked frame", source)
     return track.clip_box
 
 
@@ -101,10 +129,11 @@ def prepare_clip(clip: SourceClip, out: Path, protocol: str, settings: CropSetti
     """Crop, resize and re-encode one clip into `out/clips/`; a `Skipped` with the reason if it cannot be."""
     relative_path = clip_path(clip.key)
     try:
-        box = _crop_box(clip, settings)
+        frames = _frames(clip)
+        box = _crop_box(frames, clip.source, settings)
         fps = clip.fps or frame_rate(clip.frames)
         counter = [0]
-        cropped = faces.crop_frames(_counted(iter_frames(clip.frames), counter), box, settings.size)
+        cropped = faces.crop_frames(_counted(frames(), counter), box, settings.size)
         write_video(out / relative_path, cropped, fps=fps)
     except (CvferError, av.error.FFmpegError, OSError, ValueError) as error:
         return Skipped(clip.source, _reason(error, clip))
@@ -167,11 +196,13 @@ def prepare_dataset(
     seed: int = 0,
     detect_every: int = 10,
     workers: int = 1,
+    morph_frames: int = pairs.DEFAULT_MORPH_FRAMES,
 ) -> PrepareReport:
     """Prepare `dataset` found at `root` into `out` (clips, manifest, dataset.json, splits.json, skipped.csv).
 
     Splits are the dataset's official ones (AFEW train/val, DFEW 5 folds), otherwise subject-independent
-    `folds`-fold. Raises `DatasetError` when no clip at all could be prepared.
+    `folds`-fold. `morph_frames` is the length of the clips `pairs` makes from still images. Raises
+    `DatasetError` when no clip at all could be prepared.
     """
     if dataset not in SCANNERS:
         raise ConfigError(f"unknown dataset {dataset!r}", None, f"choose one of {', '.join(SCANNERS)}")
@@ -179,10 +210,16 @@ def prepare_dataset(
         raise ConfigError(f"--size must be an even number of pixels >= 16, got {size}")
     if detect_every < 1 or workers < 1:
         raise ConfigError(f"--detect-every and --workers must be at least 1, got {detect_every} and {workers}")
-    if dataset != "folder" and (subject_pattern is not None or subjects_csv is not None):
-        raise ConfigError(f"--subject-pattern/--subjects apply to --dataset folder only; {dataset} names its subjects")
+    if dataset not in ("folder", "pairs") and subject_pattern is not None:
+        raise ConfigError(f"--subject-pattern applies to --dataset folder and pairs only; {dataset} names its subjects")
+    if dataset != "folder" and subjects_csv is not None:
+        raise ConfigError(f"--subjects applies to --dataset folder only; {dataset} names its subjects")
     out = Path(out)
-    options = {"subject_pattern": subject_pattern, "subjects_csv": subjects_csv} if dataset == "folder" else {}
+    options: dict[str, object] = {}
+    if dataset == "folder":
+        options = {"subject_pattern": subject_pattern, "subjects_csv": subjects_csv}
+    elif dataset == "pairs":
+        options = {"subject_pattern": subject_pattern, "morph_frames": morph_frames}
     scan = SCANNERS[dataset](root, **options)
     if not scan.clips:
         skipped_path = write_skipped(out, scan.skipped)
@@ -209,6 +246,7 @@ def prepare_dataset(
         "source_root": str(Path(root).resolve()),
         "size": size,
         **(crop_meta if crop_faces else {"crop": "centre square"}),
+        **({"morph_frames": morph_frames} if dataset == "pairs" else {}),
         "num_skipped": len(skipped),
     }
     write_manifest(out, records, scan.classes, meta)
