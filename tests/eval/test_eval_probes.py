@@ -7,6 +7,7 @@ import pytest
 
 from cvfer.eval.probes import (
     identity_probe,
+    identity_verification,
     linear_probe,
     mutual_information_estimate,
     per_subject_split,
@@ -67,6 +68,41 @@ def test_linear_probe_single_training_class_and_errors():
     assert result.accuracy == 0.5 and result.majority == 0.5 and result.chance == 0.5
     with pytest.raises(ValueError, match="no subject has two clips"):
         identity_probe(np.zeros((3, 2)), [0, 1, 2])
+
+
+def test_identity_probe_refuses_few_clips_per_subject():
+    # CK+-like: two clips per subject leave one held-out clip each, and as many classes as training clips.
+    subjects = np.repeat(np.arange(NUM_SUBJECTS), 2)
+    with pytest.raises(ValueError, match="1.0 held-out clips per subject.*use identity_verification"):
+        identity_probe(np.random.default_rng(0).normal(size=(len(subjects), DIM)), subjects)
+
+
+def test_identity_verification_is_perfect_when_features_encode_the_subject():
+    subjects = np.repeat(np.arange(NUM_SUBJECTS), 2)  # two clips each: too few for the probe, enough here
+    features = np.eye(NUM_SUBJECTS)[subjects]
+    result = identity_verification(features, subjects.astype(str))
+    assert result.auc == pytest.approx(1.0) and result.eer == pytest.approx(0.0)
+    assert result.same_pairs == NUM_SUBJECTS and result.different_pairs == (24 * 23 // 2) - NUM_SUBJECTS
+    assert set(result.as_dict()) == {"auc", "eer", "same_pairs", "different_pairs"}
+
+
+def test_identity_verification_is_near_half_for_features_independent_of_subject():
+    rng = np.random.default_rng(5)
+    subjects = np.repeat(np.arange(40), 5)
+    result = identity_verification(rng.normal(size=(len(subjects), DIM)), subjects, seed=1)
+    assert result.auc == pytest.approx(0.5, abs=0.05) and result.eer == pytest.approx(0.5, abs=0.05)
+    capped = identity_verification(rng.normal(size=(len(subjects), DIM)), subjects, max_pairs=300, seed=1)
+    assert capped.same_pairs == capped.different_pairs == 300  # 400 same and 19,600 different pairs, sampled
+    assert capped.auc == pytest.approx(0.5, abs=0.1)
+
+
+def test_identity_verification_needs_two_subjects_and_a_repeated_one():
+    with pytest.raises(ValueError, match="needs at least two"):
+        identity_verification(np.zeros((3, 2)), ["a", "a", "a"])
+    with pytest.raises(ValueError, match="no subject has two rows"):
+        identity_verification(np.zeros((3, 2)), ["a", "b", "c"])
+    with pytest.raises(ValueError, match="3 feature rows but 2 subjects"):
+        identity_verification(np.zeros((3, 2)), ["a", "a"])
 
 
 def test_standardise_leaves_constant_dimensions_centred_not_blown_up():

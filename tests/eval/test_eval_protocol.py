@@ -12,6 +12,7 @@ from cvfer.cli import main
 from cvfer.data.manifest import read_manifest, write_manifest
 from cvfer.data.splits import subject_kfold, write_splits
 from cvfer.errors import ConfigError, CvferError, DatasetError
+from cvfer.eval.probes import VerificationResult
 from cvfer.eval.protocol import (
     CVResult,
     FoldFeatures,
@@ -24,6 +25,7 @@ from cvfer.eval.protocol import (
     score_fold,
     shared_classes,
     sweep_table,
+    write_metrics,
 )
 from cvfer.train import TrainConfig
 
@@ -40,19 +42,28 @@ def test_read_predictions_names_and_indices(tmp_path):
         read_predictions(path, CLASSES)
 
 
-def test_fold_scores_and_summary_over_folds():
-    first = score_fold(0, np.array([0, 0, 1, 2]), np.array([0, 1, 1, 2]), CLASSES, {})
+def test_fold_scores_and_summary_over_folds(tmp_path):
+    verification = VerificationResult(auc=0.75, eer=0.3, same_pairs=4, different_pairs=20)
+    first = score_fold(0, np.array([0, 0, 1, 2]), np.array([0, 1, 1, 2]), CLASSES, {"identity_verification": verification})
     second = score_fold(1, np.array([0, 1]), np.array([0, 0]), CLASSES, {"mutual_information": 0.5})
     assert first.war == 0.75 and second.war == 0.5 and second.per_class_recall == [1.0, 0.0, None]
     assert FoldResult.from_dict(json.loads(json.dumps(first.as_dict()))) == first
+    older = {key: value for key, value in second.as_dict().items() if not key.startswith("identity_verification")}
+    assert FoldResult.from_dict(older) == second  # a fold_metrics.json written before verification existed
     result = CVResult("m", "a", "a", CLASSES, [first, second])
     summary = result.summary()
     assert summary["war"]["mean"] == pytest.approx(0.625)
     assert summary["war"]["std"] == pytest.approx(np.std([0.75, 0.5], ddof=1))
     assert summary["mutual_information"] == {"mean": 0.5, "std": 0.0, "folds": 1}
+    assert summary["identity_verification_auc"] == {"mean": 0.75, "std": 0.0, "folds": 1}
+    assert summary["identity_verification_auc_zi"]["folds"] == 0
     assert result.summed_confusion().tolist() == [[2, 1, 0], [1, 1, 0], [0, 0, 1]]
-    document = result.as_dict()
+    write_metrics(result, tmp_path)
+    document = json.loads((tmp_path / "metrics.json").read_text())
     assert document["per_class_recall"] == [pytest.approx(2 / 3), 0.5, 1.0]
+    assert document["folds"][0]["identity_verification"]["auc"] == 0.75
+    assert document["folds"][1]["identity_verification"] is None
+    assert {"identity_verification_auc", "identity_verification_auc_zi"} <= set(document["summary"])
 
 
 def test_probe_fold_on_features_with_known_answers():
@@ -64,12 +75,20 @@ def test_probe_fold_on_features_with_known_answers():
     features = FoldFeatures(expression, identity, labels, subjects.astype(str), subjects >= 8)
     probes = probe_fold(features, mine_steps=150)
     assert probes["identity_probe"].accuracy > 0.9 and probes["identity_probe"].chance == pytest.approx(0.1)
+    # Verification on the test clips only: subjects 8 and 9, six clips each.
+    verification, ceiling = probes["identity_verification"], probes["identity_verification_zi"]
+    assert verification.same_pairs == 2 * 15 and verification.different_pairs == 6 * 6
+    assert verification.auc > 0.9 and ceiling.auc > 0.9
     assert probes["expression_from_identity"].accuracy <= 0.75  # z_I holds no expression
     assert probes["mutual_information"] > 0.3
     assert probes["mutual_information_null"] < probes["mutual_information"] - 0.3
     without_identity = probe_fold(FoldFeatures(expression, None, labels, subjects.astype(str), subjects >= 8))
     assert without_identity["mutual_information"] is None and without_identity["mutual_information_null"] is None
-    assert without_identity["expression_from_identity"] is None
+    assert without_identity["expression_from_identity"] is None and without_identity["identity_verification_zi"] is None
+    # Two clips per subject (CK+-like): the probe is not computed, verification still is.
+    few = probe_fold(FoldFeatures(expression[:20], None, labels[:20], np.repeat(np.arange(10), 2).astype(str),
+                                  np.arange(20) >= 12))
+    assert few["identity_probe"] is None and few["identity_verification"].same_pairs == 4
 
 
 def test_sweep_parsing_and_table():
@@ -84,8 +103,15 @@ def test_sweep_parsing_and_table():
     table = sweep_table(
         [{"option": "alpha", "value": "0.1", "war": row, "uar": row, "macro_f1": row,
           "identity_probe_accuracy": row, "mutual_information": nan, "mutual_information_null": nan}]
+    )  # a sweep.json row from before identity verification
+    assert "| alpha |" in table and "| 0.1 | 50.00 ± 10.00 |" in table and table.endswith("| – | – | – |")
+    auc = {"mean": 0.6, "std": 0.05, "folds": 2}
+    table = sweep_table(
+        [{"option": "alpha", "value": "0.1", "war": row, "uar": row, "macro_f1": row, "identity_probe_accuracy": nan,
+          "identity_verification_auc": auc, "identity_verification_auc_zi": row,
+          "mutual_information": nan, "mutual_information_null": nan}]
     )
-    assert "| alpha |" in table and "| 0.1 | 50.00 ± 10.00 |" in table and table.endswith("– | – |")
+    assert "| identity AUC (z_E) |" in table and "| – | 0.60 ± 0.05 (z_I 0.50 ± 0.10) | – | – |" in table
 
 
 def test_shared_classes_keep_training_order():
@@ -118,6 +144,7 @@ def test_cv_end_to_end_resume_and_cross_dataset(tiny_data, tmp_path, monkeypatch
     assert [fold["fold"] for fold in metrics["folds"]] == [0, 1]
     assert sum(fold["num_samples"] for fold in metrics["folds"]) == np.sum(metrics["confusion"]) == 14
     assert metrics["folds"][0]["identity_probe"]["chance"] > 0
+    assert "identity_verification_auc" in metrics["summary"]  # None per fold here: each tests one subject
     assert (run / "confusion.png").is_file()
     for fold in ("fold_00", "fold_01"):
         assert {"model.pt", "checkpoint.pt", "predictions.csv", "features.npz", "fold_metrics.json"} <= {

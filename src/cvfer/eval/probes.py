@@ -3,6 +3,8 @@
 - Identity leakage (MIC Table 2): a linear probe on z_E predicting the subject, trained on part of each
   subject's clips and tested on the rest; and MI(z_E; z_I) re-estimated after training by a freshly
   trained MINE statistics network on held features.
+- Identity verification: same- vs different-subject ROC-AUC of pairs of clips scored by the cosine similarity
+  of their features, which needs no training and works with two clips per subject (and unseen subjects).
 - Expression from z_I (MIC Table 9): the same linear probe, predicting the expression from z_I.
 Every accuracy comes with its chance level (uniform guessing) and the majority-class baseline.
 """
@@ -15,6 +17,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score, roc_curve
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -92,26 +95,150 @@ def linear_probe(
     )
 
 
+MIN_TEST_CLIPS_PER_SUBJECT = 2  # fewer held-out clips per subject, on average, and the probe's accuracy means nothing
+
+
 def identity_probe(features: np.ndarray, subjects: Sequence[object], *, test_fraction: float = 0.5, seed: int = 0) -> ProbeResult:
-    """Subject recognition from frozen features (MIC Table 2, first metric), per-subject split."""
+    """Subject recognition from frozen features (MIC Table 2, first metric), per-subject split.
+
+    Raises ValueError where the split cannot support a probe: no subject with two clips, fewer than
+    `MIN_TEST_CLIPS_PER_SUBJECT` held-out clips per subject on average, or more subjects than half the
+    training clips (e.g. CK+, ~2.6 clips per subject). `identity_verification` still measures identity there.
+    """
     train_indices, test_indices = per_subject_split(subjects, test_fraction, seed)
     if len(test_indices) == 0:
         raise ValueError("no subject has two clips, so identity cannot be probed")
     subjects_array = np.asarray(subjects)
+    test_clips_per_subject = len(test_indices) / len(np.unique(subjects_array[test_indices]))
+    if test_clips_per_subject < MIN_TEST_CLIPS_PER_SUBJECT:
+        raise ValueError(
+            f"{test_clips_per_subject:.1f} held-out clips per subject (fewer than {MIN_TEST_CLIPS_PER_SUBJECT}): "
+            "too few for a linear identity probe; use identity_verification"
+        )
+    num_train_subjects = len(np.unique(subjects_array[train_indices]))
+    if num_train_subjects > len(train_indices) / 2:
+        raise ValueError(
+            f"{num_train_subjects} subjects in {len(train_indices)} training clips: too few clips per subject "
+            "for a linear identity probe; use identity_verification"
+        )
     features = np.asarray(features)
     return linear_probe(
         features[train_indices], subjects_array[train_indices], features[test_indices], subjects_array[test_indices], seed=seed
     )
 
 
+@dataclass(frozen=True)
+class VerificationResult:
+    """Same- vs different-subject verification over pairs of clips: 0.5 = no identity, 1.0 = fully recoverable."""
+
+    auc: float  # ROC-AUC of the cosine similarity separating same-subject from different-subject pairs
+    eer: float  # equal error rate: where false accepts and false rejects are equally frequent
+    same_pairs: int
+    different_pairs: int
+
+    def as_dict(self) -> dict[str, float | int]:
+        """Plain dict for JSON."""
+        return asdict(self)
+
+
+def identity_verification(
+    features: np.ndarray, subjects: Sequence[object], *, max_pairs: int = 100_000, seed: int = 0
+) -> VerificationResult:
+    """How well cosine similarity of features tells whether two clips show the same subject (ROC-AUC, EER).
+
+    Features are standardised with the mean and std of all rows given (as `standardise`, constant dimensions
+    only centred), then compared by cosine similarity. Every same-subject pair and every different-subject
+    pair is scored, except that a kind with more than `max_pairs` pairs is replaced by `max_pairs` pairs
+    drawn uniformly (with replacement, seeded). No classifier is trained, so it works with two clips per subject
+    and on subjects never trained on; raises ValueError with fewer than two subjects or no subject with two rows.
+    """
+    features = np.asarray(features, dtype=np.float64)
+    _, codes = np.unique(np.asarray(subjects), return_inverse=True)
+    if len(features) != len(codes):
+        raise ValueError(f"{len(features)} feature rows but {len(codes)} subjects")
+    counts = np.bincount(codes)
+    if len(counts) < 2:
+        raise ValueError(f"{len(counts)} subject(s): verification needs at least two")
+    if counts.max() < 2:
+        raise ValueError("no subject has two rows, so there is no same-subject pair to verify")
+    standardised = _fitted_scaler(features).transform(features)
+    norms = np.linalg.norm(standardised, axis=1, keepdims=True)
+    unit_rows = standardised / np.maximum(norms, np.finfo(np.float64).tiny)  # an all-constant row scores 0
+    rng = np.random.default_rng(seed)
+    same = _same_subject_pairs(codes, max_pairs, rng)
+    different = _different_subject_pairs(codes, max_pairs, rng)
+    scores = np.concatenate([_cosine_similarities(unit_rows, same), _cosine_similarities(unit_rows, different)])
+    is_same = np.concatenate([np.ones(len(same), bool), np.zeros(len(different), bool)])
+    false_accepts, true_accepts, _ = roc_curve(is_same, scores)
+    false_rejects = 1.0 - true_accepts
+    crossing = int(np.argmin(np.abs(false_rejects - false_accepts)))
+    return VerificationResult(
+        auc=float(roc_auc_score(is_same, scores)),
+        eer=float((false_accepts[crossing] + false_rejects[crossing]) / 2),
+        same_pairs=len(same),
+        different_pairs=len(different),
+    )
+
+
+def _grouped_rows(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row indices sorted by subject, rows per subject, where each subject's block starts in that order)."""
+    order = np.argsort(codes, kind="stable")
+    counts = np.bincount(codes)
+    return order, counts, np.cumsum(counts) - counts
+
+
+def _same_subject_pairs(codes: np.ndarray, max_pairs: int, rng: np.random.Generator) -> np.ndarray:
+    """(K, 2) row indices of same-subject pairs: all of them, or `max_pairs` drawn uniformly if more."""
+    order, counts, starts = _grouped_rows(codes)
+    pair_counts = counts * (counts - 1) // 2
+    if pair_counts.sum() <= max_pairs:
+        blocks = [order[start + np.stack(np.triu_indices(count, 1), axis=1)] for start, count in zip(starts, counts)]
+        return np.concatenate(blocks)
+    subject = rng.choice(len(counts), size=max_pairs, p=pair_counts / pair_counts.sum())
+    first = rng.integers(counts[subject])
+    second = rng.integers(counts[subject] - 1)
+    second += second >= first  # another row of the same subject
+    return np.stack([order[starts[subject] + first], order[starts[subject] + second]], axis=1)
+
+
+def _different_subject_pairs(codes: np.ndarray, max_pairs: int, rng: np.random.Generator) -> np.ndarray:
+    """(K, 2) row indices of different-subject pairs: all of them, or `max_pairs` drawn uniformly if more."""
+    order, counts, starts = _grouped_rows(codes)
+    ends = starts + counts
+    if (len(codes) ** 2 - np.sum(counts**2)) // 2 <= max_pairs:
+        blocks = [  # each subject's rows against the rows of every later subject
+            np.stack(np.meshgrid(order[start:end], order[end:], indexing="ij"), axis=-1).reshape(-1, 2)
+            for start, end in zip(starts, ends)
+        ]
+        return np.concatenate(blocks)
+    others = len(codes) - counts[codes]  # rows of other subjects, for each row
+    first = rng.choice(len(codes), size=max_pairs, p=others / others.sum())
+    subject = codes[first]
+    position = rng.integers(len(codes) - counts[subject])
+    position += np.where(position >= starts[subject], counts[subject], 0)  # skip the first row's own subject
+    return np.stack([first, order[position]], axis=1)
+
+
+def _cosine_similarities(unit_rows: np.ndarray, pairs: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    """Dot products of the paired unit rows, a chunk of pairs at a time to bound memory."""
+    chunks = [pairs[start : start + chunk] for start in range(0, len(pairs), chunk)]
+    return np.concatenate([np.einsum("ij,ij->i", unit_rows[part[:, 0]], unit_rows[part[:, 1]]) for part in chunks])
+
+
 def standardise(fit: np.ndarray, held: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Both parts scaled by the mean and std of `fit`. A dimension whose spread on `fit` is below float32
     resolution (1e-6 of its magnitude) is constant, e.g. a saturated LSTM unit: it is only centred, so a
     rounding-level change on `held` cannot become a huge standardised value."""
+    scaler = _fitted_scaler(fit)
+    return scaler.transform(fit), scaler.transform(held)
+
+
+def _fitted_scaler(fit: np.ndarray) -> StandardScaler:
+    """A `StandardScaler` fitted on `fit` that only centres dimensions constant there (see `standardise`)."""
     scaler = StandardScaler().fit(fit)
     floor = 1e-6 * np.maximum(1.0, np.abs(scaler.mean_))
     scaler.scale_ = np.where(scaler.scale_ < floor, 1.0, scaler.scale_)
-    return scaler.transform(fit), scaler.transform(held)
+    return scaler
 
 
 def mutual_information_estimate(

@@ -22,7 +22,14 @@ from tqdm import tqdm
 
 from cvfer.errors import ConfigError, CvferError, DatasetError
 from cvfer.eval.metrics import classification_summary, mean_std
-from cvfer.eval.probes import ProbeResult, identity_probe, linear_probe, mutual_information_estimate
+from cvfer.eval.probes import (
+    ProbeResult,
+    VerificationResult,
+    identity_probe,
+    identity_verification,
+    linear_probe,
+    mutual_information_estimate,
+)
 from cvfer.io import atomic_write_json, atomic_write_text
 
 FOLD_METRICS = "fold_metrics.json"
@@ -53,6 +60,8 @@ class FoldResult:
     num_samples: int
     identity_probe: ProbeResult | None = None
     expression_from_identity: ProbeResult | None = None
+    identity_verification: VerificationResult | None = None  # z_E of the test clips (unseen subjects)
+    identity_verification_zi: VerificationResult | None = None  # the same on z_I: the ceiling
     mutual_information: float | None = None
     mutual_information_null: float | None = None  # the same estimator on pairs shuffled to independence
 
@@ -62,13 +71,17 @@ class FoldResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FoldResult:
-        """Inverse of `as_dict`."""
-        probes = {
+        """Inverse of `as_dict`; results missing from an older file are None."""
+        results: dict[str, ProbeResult | VerificationResult | None] = {
             name: None if data.get(name) is None else ProbeResult(**data[name])
             for name in ("identity_probe", "expression_from_identity")
         }
-        plain = {key: value for key, value in data.items() if key not in probes}
-        return cls(**plain, **probes)
+        results |= {
+            name: None if data.get(name) is None else VerificationResult(**data[name])
+            for name in ("identity_verification", "identity_verification_zi")
+        }
+        plain = {key: value for key, value in data.items() if key not in results}
+        return cls(**plain, **results)
 
 
 @dataclass
@@ -89,6 +102,10 @@ class CVResult:
             "macro_f1": [fold.macro_f1 for fold in self.folds],
             "identity_probe_accuracy": [_probe_value(fold.identity_probe, "accuracy") for fold in self.folds],
             "identity_probe_chance": [_probe_value(fold.identity_probe, "chance") for fold in self.folds],
+            "identity_verification_auc": [_probe_value(fold.identity_verification, "auc") for fold in self.folds],
+            "identity_verification_auc_zi": [
+                _probe_value(fold.identity_verification_zi, "auc") for fold in self.folds
+            ],
             "expression_from_identity_accuracy": [
                 _probe_value(fold.expression_from_identity, "accuracy") for fold in self.folds
             ],
@@ -131,7 +148,7 @@ class CVResult:
         }
 
 
-def _probe_value(probe: ProbeResult | None, name: str) -> float:
+def _probe_value(probe: ProbeResult | VerificationResult | None, name: str) -> float:
     return math.nan if probe is None else float(getattr(probe, name))
 
 
@@ -191,22 +208,32 @@ def read_predictions(path: str | Path, classes: list[str]) -> tuple[np.ndarray, 
 
 
 def probe_fold(features: FoldFeatures, seed: int = 0, mine_steps: int = 300) -> dict[str, Any]:
-    """Identity probe on z_E, expression probe on z_I (train → test clips) and MI(z_E; z_I).
+    """Identity probe on z_E, identity verification on the test clips' z_E (and z_I, the ceiling), expression
+    probe on z_I (train → test clips) and MI(z_E; z_I).
 
+    The probe is None where too few clips per subject make it meaningless, verification where the test clips
+    hold fewer than two subjects or no subject with two clips.
     The MI estimate comes with its null: the same estimator on the pairs with z_I shuffled across clips,
     which makes them independent; the null shows how far from 0 the estimator strays on this many pairs.
     """
     probes: dict[str, Any] = {
         "identity_probe": None,
         "expression_from_identity": None,
+        "identity_verification": None,
+        "identity_verification_zi": None,
         "mutual_information": None,
         "mutual_information_null": None,
     }
     try:
         probes["identity_probe"] = identity_probe(features.expression, features.subjects, seed=seed)
     except ValueError:
-        probes["identity_probe"] = None  # no subject with two clips: identity cannot be probed
+        probes["identity_probe"] = None  # too few clips per subject for a linear probe
+    test_subjects = features.subjects[features.is_test]
+    probes["identity_verification"] = _verification_or_none(features.expression[features.is_test], test_subjects, seed)
     if features.identity is not None:
+        probes["identity_verification_zi"] = _verification_or_none(
+            features.identity[features.is_test], test_subjects, seed
+        )
         train, test = ~features.is_test, features.is_test
         if train.any() and test.any():
             probes["expression_from_identity"] = linear_probe(
@@ -220,6 +247,13 @@ def probe_fold(features: FoldFeatures, seed: int = 0, mine_steps: int = 300) -> 
             features.expression, shuffled, steps=mine_steps, seed=seed
         )
     return probes
+
+
+def _verification_or_none(features: np.ndarray, subjects: np.ndarray, seed: int) -> VerificationResult | None:
+    try:
+        return identity_verification(features, subjects, seed=seed)
+    except ValueError:
+        return None  # fewer than two subjects, or none with two clips
 
 
 def score_fold(fold: int, labels: np.ndarray, predictions: np.ndarray, classes: list[str], probes: dict[str, Any]) -> FoldResult:
@@ -423,22 +457,27 @@ def run_sweep(
 
 
 def sweep_table(rows: list[dict[str, Any]]) -> str:
-    """Markdown table of a sweep: WAR, UAR, macro-F1, identity probe and MI per value (mean ± std)."""
+    """Markdown table of a sweep: WAR, UAR, macro-F1, identity probe, identity AUC and MI per value (mean ± std)."""
 
-    def cell(entry: dict[str, float], scale: float = 100.0, digits: int = 2) -> str:
-        if math.isnan(entry["mean"]):
+    def cell(entry: dict[str, float] | None, scale: float = 100.0, digits: int = 2) -> str:
+        if entry is None or math.isnan(entry["mean"]):
             return "–"
         return f"{scale * entry['mean']:.{digits}f} ± {scale * entry['std']:.{digits}f}"
 
+    def auc_cell(row: dict[str, Any]) -> str:
+        ceiling = cell(row.get("identity_verification_auc_zi"), 1.0)
+        return cell(row.get("identity_verification_auc"), 1.0) + ("" if ceiling == "–" else f" (z_I {ceiling})")
+
     name = rows[0]["option"] if rows else "value"
     lines = [
-        f"| {name} | WAR (%) | UAR (%) | macro-F1 (%) | identity probe (%) | MI(z_E; z_I) | MI null |",
-        "|---|---|---|---|---|---|---|",
+        f"| {name} | WAR (%) | UAR (%) | macro-F1 (%) | identity probe (%) | identity AUC (z_E) | MI(z_E; z_I) "
+        "| MI null |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
             f"| {row['value']} | {cell(row['war'])} | {cell(row['uar'])} | {cell(row['macro_f1'])} | "
-            f"{cell(row['identity_probe_accuracy'])} | {cell(row['mutual_information'], 1.0, 3)} | "
+            f"{cell(row['identity_probe_accuracy'])} | {auc_cell(row)} | {cell(row['mutual_information'], 1.0, 3)} | "
             f"{cell(row['mutual_information_null'], 1.0, 3)} |"
         )
     return "\n".join(lines)

@@ -183,28 +183,42 @@ def _mean_std_cell(entry: dict[str, float] | None, scale: float = 100.0, digits:
     return f"{scale * entry['mean']:.{digits}f} ± {scale * entry['std']:.{digits}f}"
 
 
+def _with_ceiling(auc_cell: str, ceiling_cell: str) -> str:
+    """An identity AUC cell, followed by z_I's AUC (the ceiling) where there is one."""
+    return auc_cell if ceiling_cell == "–" else f"{auc_cell} (z_I {ceiling_cell})"
+
+
 def metrics_table(metrics: dict[str, Any]) -> str:
-    """Markdown table: one row per fold and a mean ± std row (accuracies in %, MI in nats)."""
+    """Markdown table: one row per fold and a mean ± std row (accuracies in %, AUC as a fraction, MI in nats)."""
     lines = [
-        "| fold | clips | WAR | UAR | macro-F1 | identity probe (chance) | MI(z_E; z_I) (null) | expression from z_I (chance) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| fold | clips | WAR | UAR | macro-F1 | identity probe (chance) | identity AUC (z_E) | MI(z_E; z_I) (null) "
+        "| expression from z_I (chance) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
 
     def nats(value: float | None) -> str:
         return "–" if value is None else f"{value:.3f}"
 
+    def auc(verification: dict[str, Any] | None) -> str:
+        return "–" if verification is None else f"{verification['auc']:.2f}"
+
     for fold in metrics["folds"]:
         probe, from_identity = fold.get("identity_probe"), fold.get("expression_from_identity")
         probe_cell = f"{_percent(probe['accuracy'])} ({_percent(probe['chance'])})" if probe else "–"
+        auc_cell = _with_ceiling(auc(fold.get("identity_verification")), auc(fold.get("identity_verification_zi")))
         identity_cell = f"{_percent(from_identity['accuracy'])} ({_percent(from_identity['chance'])})" if from_identity else "–"
         information = fold.get("mutual_information")
         information_cell = "–" if information is None else f"{nats(information)} ({nats(fold.get('mutual_information_null'))})"
         lines.append(
             f"| {fold['fold']} | {fold['num_samples']} | {_percent(fold['war'])} | {_percent(fold['uar'])} | "
-            f"{_percent(fold['macro_f1'])} | {probe_cell} | {information_cell} | {identity_cell} |"
+            f"{_percent(fold['macro_f1'])} | {probe_cell} | {auc_cell} | {information_cell} | {identity_cell} |"
         )
     summary = metrics["summary"]
     probe_cell = f"{_mean_std_cell(summary.get('identity_probe_accuracy'))} ({_mean_std_cell(summary.get('identity_probe_chance'))})"
+    auc_cell = _with_ceiling(
+        _mean_std_cell(summary.get("identity_verification_auc"), scale=1.0),
+        _mean_std_cell(summary.get("identity_verification_auc_zi"), scale=1.0),
+    )
     identity_cell = (
         f"{_mean_std_cell(summary.get('expression_from_identity_accuracy'))} "
         f"({_mean_std_cell(summary.get('expression_from_identity_chance'))})"
@@ -216,7 +230,7 @@ def metrics_table(metrics: dict[str, Any]) -> str:
     lines.append(
         f"| **mean ± std** | {sum(fold['num_samples'] for fold in metrics['folds'])} | "
         f"{_mean_std_cell(summary['war'])} | {_mean_std_cell(summary['uar'])} | {_mean_std_cell(summary['macro_f1'])} | "
-        f"{probe_cell} | {information_cell} | {identity_cell} |"
+        f"{probe_cell} | {auc_cell} | {information_cell} | {identity_cell} |"
     )
     return "\n".join(lines)
 
@@ -274,7 +288,9 @@ def write_report(run_dir: str | Path) -> Path:
         metrics_table(metrics),
         "",
         "WAR = accuracy over clips, UAR = mean per-class recall, identity probe = linear probe on z_E predicting the "
-        "subject from held-out clips of known subjects (chance = 1 / subjects tested), MI = Donsker–Varadhan estimate "
+        "subject from held-out clips of known subjects (chance = 1 / subjects tested; – with too few clips per "
+        "subject), identity AUC = same- vs different-subject ROC-AUC of the cosine similarity of the test clips' z_E "
+        "(0.5: no identity, 1: fully recoverable; z_I's AUC, the ceiling, in brackets), MI = Donsker–Varadhan estimate "
         "by a freshly trained MINE network on held pairs (null: the same with z_I shuffled across clips).",
         "",
     ]
