@@ -102,7 +102,7 @@ def test_table_has_a_row_per_model_with_finite_numbers(compared):
     table = (out / COMPARE_MD).read_text(encoding="utf-8")
     for name in (TINY, "cnn-lstm"):
         line = next(line for line in table.splitlines() if line.startswith(f"| {name} |"))
-        assert line.count("|") == 9 and "–" not in line
+        assert line.count("|") == 10 and "–" not in line
     # Two folds: every other model is compared with the first, fold by fold.
     paired = [line for line in table.splitlines() if line.startswith("| cnn-lstm | ")][-1]
     assert f"each model − `{TINY}`" in table and paired.count("|") == 8 and paired.count(" / ") == 4
@@ -143,7 +143,7 @@ def test_resume_with_other_options_is_refused_per_model(compared, tiny_data, tmp
     assert "failed" in comparison_table(result)
 
 
-def test_presets_and_per_model_settings():
+def test_presets_and_per_model_settings(tiny_data):
     tfen, note = compare_config("tfen", {"epochs": 3}, ["lr=0.5", "tfen:model.alpha=1", "cnn-lstm:model.hidden_size=4"])
     assert tfen.optimizer == "sgd" and tfen.epochs == 3 and tfen.lr == 0.5 and tfen.num_frames == 7
     assert tfen.model_cfg["alpha"] == 1 and tfen.model_cfg["input_size"] is None and "hidden_size" not in tfen.model_cfg
@@ -152,7 +152,8 @@ def test_presets_and_per_model_settings():
     ceflnet, _ = compare_config("ceflnet")
     assert ceflnet.num_frames == 16 and ceflnet.model_cfg["input_size"] is None
     mic, _ = compare_config("mic-mi")
-    assert mic.model == "mic-mi" and mic.identity_encoder == "synthetic" and "alpha" not in mic.model_cfg
+    assert mic.model == "mic-mi" and mic.identity_encoder == "auto" and "alpha" not in mic.model_cfg
+    assert mic.for_data(tiny_data).identity_encoder == "synthetic"  # what run_compare (and so the demo) trains with
     assert split_setting('lr_schedule_params={"a": 1}') == (None, 'lr_schedule_params={"a": 1}')
     with pytest.raises(ConfigError):
         split_setting(":lr=1")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from cvfer.cli import main
@@ -21,5 +23,8 @@ def test_demo_generates_trains_compares_and_reports(tmp_path, monkeypatch, capsy
     table = (out / "compare.md").read_text()
     assert "| mic |" in table and "failed" not in table
     assert (out / "data" / "manifest.csv").is_file() and (out / "mic" / "report.md").is_file()
+    # f_I "auto" is the synthetic recogniser on the synthetic benchmark, and the runs record it.
+    assert json.loads((out / "mic" / "cv.json").read_text())["train_config"]["identity_encoder"] == "synthetic"
+    assert json.loads((out / "mic" / "fold_00" / "config.json").read_text())["identity_encoder"] == "synthetic"
     assert "| mic |" in capsys.readouterr().out
     assert main(args) == 0  # a second run resumes: data and the trained fold are reused

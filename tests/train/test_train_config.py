@@ -1,16 +1,22 @@
-"""TrainConfig (JSON, --set, presets), the lr schedules and the `cvfer train` verb."""
+"""TrainConfig (JSON, --set, presets × models, f_I "auto"), the lr schedules and the `cvfer train` verb."""
 
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
 from cvfer.cli import main
-from cvfer.errors import ConfigError
-from cvfer.train import TrainConfig, preset_config
-from cvfer.train.config import build_config
+from cvfer.errors import CheckpointError, ConfigError, DatasetError
+from cvfer.models import create_model, list_models, register_model
+from cvfer.models.registry import builder_accepts
+from cvfer.train import TrainConfig, preset_config, preset_names
+from cvfer.train.config import build_config, identity_encoder_for
 from cvfer.train.schedules import make_scheduler, schedule_factor
 
 
@@ -98,13 +104,125 @@ def test_cli_trains_and_reports(fake_data, tmp_path, capsys):
     assert "cvfer: error: --set epoch: unknown training option" in capsys.readouterr().err
 
 
-def test_train_and_cv_read_training_options_alike():
+def test_train_and_cv_read_training_options_alike(fake_data):
+    options = ["--preset", "ckplus", "--epochs", "2", "--lr", "0.01", "--alpha", "0.3", "--set", "seed=5"]
+    from_train = _config_from_cli("train", "--data", str(fake_data), *options)
+    from_cv = _config_from_cli("cv", "--data", str(fake_data), *options)
+    assert from_train == from_cv == _config_from_cli("cv", "--train-data", str(fake_data), *options)
+    assert (from_cv.epochs, from_cv.lr, from_cv.seed, from_cv.model_cfg["alpha"]) == (2, 0.01, 5, 0.3)
+    assert from_cv.identity_encoder == "dlib"  # "auto" resolved for the (prepared, non-synthetic) data
+
+
+def _config_from_cli(verb: str, *options: str) -> TrainConfig:
     from cvfer.cli import build_parser
     from cvfer.cli.train import train_config_from_args
 
-    options = ["--preset", "ckplus", "--epochs", "2", "--lr", "0.01", "--alpha", "0.3", "--set", "seed=5"]
-    parser = build_parser()
-    from_train = train_config_from_args(parser.parse_args(["train", "--data", "d", "--out", "o", *options]))
-    from_cv = train_config_from_args(parser.parse_args(["cv", "--data", "d", "--out", "o", *options]))
-    assert from_train == from_cv
-    assert (from_cv.epochs, from_cv.lr, from_cv.seed, from_cv.model_cfg["alpha"]) == (2, 0.01, 5, 0.3)
+    return train_config_from_args(build_parser().parse_args([verb, "--out", "o", *options]))
+
+
+# Every model cvfer registers (the test models of conftest aside) with every preset.
+MODELS = [name for name in list_models() if not name.startswith("test-")]
+
+
+@pytest.mark.parametrize("preset", preset_names())
+@pytest.mark.parametrize("model", MODELS)
+def test_every_preset_builds_every_model(preset: str, model: str) -> None:
+    config = build_config(preset=preset, options={"model": model})
+    assert config.model == model
+    _create(config)  # no option the model does not take, or that its variant fixes
+
+
+def test_explicit_model_options_are_kept_and_rejected_by_the_model(fake_data, tmp_path) -> None:
+    assert "alpha" not in build_config(preset="ckplus", settings=["model=mic-mi"]).model_cfg
+    assert build_config(preset="afew", options={"model": "mic"}).model_cfg["alpha"] == 0.2  # mic takes α
+    for explicit in (
+        build_config(preset="ckplus", options={"model": "mic-mi"}, model_options={"alpha": 0.3}),
+        build_config(preset="ckplus", options={"model": "mic-mi"}, settings=["model.alpha=0.3"]),
+        _config_from_cli("cv", "--data", str(fake_data), "--preset", "mmi", "--model", "mic-mi", "--alpha", "0.3"),
+    ):
+        with pytest.raises(ConfigError, match=r"options \['alpha'\] are fixed by this MIC variant"):
+            _create(explicit)
+    with pytest.raises(TypeError, match="alpha"):  # the trainer reports it as a ConfigError
+        _create(build_config(preset="demo", options={"model": "cnn-lstm"}, settings=["model.alpha=0.3"]))
+    # A run's config.json as the starting point follows the same rule.
+    saved = tmp_path / "config.json"
+    saved.write_text(preset_config("ckplus").to_json())
+    assert build_config(config_path=saved, options={"model": "cnn-lstm"}).model_cfg == {}
+
+
+def _create(config: TrainConfig) -> object:
+    """`config`'s model at tiny sizes, with the arguments the trainer adds where the builder names them."""
+    extras = {"identity_dim": 8, "num_subjects": 3}
+    return create_model(
+        config.model,
+        num_classes=3,
+        image_size=32,
+        num_frames=3,
+        **{key: value for key, value in extras.items() if builder_accepts(config.model, key)},
+        **config.model_cfg,
+    )
+
+
+def _synthetic_copy(data: Path, root: Path) -> Path:
+    """A copy of the prepared folder `data` whose dataset.json says `cvfer synth` wrote it."""
+    copy = root / "synthetic"
+    shutil.copytree(data, copy)
+    meta = json.loads((copy / "dataset.json").read_text())
+    (copy / "dataset.json").write_text(json.dumps({**meta, "source": "synthetic"}))
+    return copy
+
+
+def test_auto_identity_encoder_follows_the_data_and_explicit_values_win(fake_data, tmp_path) -> None:
+    synthetic = _synthetic_copy(fake_data, tmp_path)
+    assert identity_encoder_for(synthetic) == "synthetic" and identity_encoder_for(fake_data) == "dlib"
+    assert TrainConfig().identity_encoder == "auto" and preset_config("ckplus").identity_encoder == "auto"
+    assert TrainConfig(model="mic").for_data(synthetic).identity_encoder == "synthetic"
+    assert TrainConfig(model="mic-no-rec").for_data(fake_data).identity_encoder == "dlib"
+    for explicit in ("synthetic", "dlib", "weights/f_i.pt", None):
+        assert TrainConfig(model="mic", identity_encoder=explicit).for_data(synthetic).identity_encoder == explicit
+    assert TrainConfig(model="cnn-lstm").for_data(synthetic).identity_encoder == "auto"  # no z_I, nothing chosen
+    with pytest.raises(DatasetError, match="missing"):
+        TrainConfig(model="mic").for_data(tmp_path / "nowhere")
+
+
+IDENTITY_MODEL = "test-tiny-two-group-identity"
+if IDENTITY_MODEL not in list_models():
+
+    @register_model(IDENTITY_MODEL)
+    def tiny_with_identity(num_classes: int, image_size: int, num_frames: int, identity_dim: int) -> object:
+        """conftest's tiny model under a builder naming identity_dim, so the trainer loads f_I for it."""
+        return create_model("test-tiny-two-group", num_classes=num_classes, image_size=image_size, num_frames=num_frames)
+
+
+def test_trainer_records_the_resolved_identity_encoder_and_resumes(fake_data, make_config, tmp_path, monkeypatch):
+    from cvfer.train import train
+
+    loaded: list[str] = []
+
+    def fake_loader(spec: str) -> SimpleNamespace:
+        loaded.append(spec)
+        return SimpleNamespace(dim=4, encode=lambda iframes: np.ones((len(iframes), 4), dtype=np.float32))
+
+    monkeypatch.setattr("cvfer.train.loop._load_identity_encoder", fake_loader)
+    synthetic = _synthetic_copy(fake_data, tmp_path)
+    auto = make_config(model=IDENTITY_MODEL, identity_encoder="auto", epochs=1)
+
+    def saved_encoder(run: Path) -> str:
+        return json.loads((run / "config.json").read_text())["identity_encoder"]
+
+    train(auto, fake_data, 0, tmp_path / "real")
+    assert loaded == ["dlib"] and saved_encoder(tmp_path / "real") == "dlib"
+    # A run started with an explicit "synthetic" resumes under "auto" where auto means the same f_I ...
+    train(auto.replace(identity_encoder="synthetic"), synthetic, 0, tmp_path / "synthetic")
+    train(auto.replace(epochs=2), synthetic, 0, tmp_path / "synthetic", resume=True)
+    assert loaded[1:] == ["synthetic", "synthetic"] and saved_encoder(tmp_path / "synthetic") == "synthetic"
+    # ... and is refused where it would change f_I.
+    with pytest.raises(CheckpointError, match="identity_encoder"):
+        train(auto.replace(epochs=2), fake_data, 0, tmp_path / "synthetic", resume=True)
+
+
+def test_a_preset_gives_its_model_options_to_variants_of_its_own_system_only():
+    tfen = build_config(preset="ckplus", options={"model": "tfen"})
+    assert tfen.model == "tfen" and "alpha" not in tfen.model_cfg and tfen.epochs == 100
+    no_rec = build_config(preset="ckplus", options={"model": "mic-no-rec"})
+    assert no_rec.model_cfg["alpha"] == 0.1

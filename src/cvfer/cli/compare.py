@@ -68,7 +68,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--batch-size", type=int)
     train.add_argument("--lr", type=float)
     train.add_argument("--num-frames", type=int)
-    train.add_argument("--identity-encoder", help="frozen face recogniser for models using z_I: synthetic, dlib or a path")
+    train.add_argument(
+        "--identity-encoder",
+        help="frozen face recogniser for models using z_I: auto (default: synthetic on `cvfer synth` data, else "
+        "dlib), synthetic, dlib or a path",
+    )
     train.add_argument("--threads", type=int, help="torch intra-op threads while training (0: torch's default)")
     train.add_argument("--device", choices=("cpu", "cuda"))
     train.add_argument("--seed", type=int)

@@ -13,10 +13,11 @@ if TYPE_CHECKING:
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The `TrainConfig` of the options `add_train_config_arguments` adds: preset / JSON file, options, model
-    options, then --set."""
+    options, then --set; f_I "auto" resolved for the training data (--data, or cv's --train-data), so cv.json
+    and every fold record the same f_I."""
     from cvfer.train.config import build_config
 
-    return build_config(
+    config = build_config(
         preset=args.preset,
         config_path=args.config,
         options={
@@ -36,6 +37,8 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         model_options={"alpha": args.alpha, "mi_estimator": args.mi_estimator},
         settings=args.set,
     )
+    data = getattr(args, "data", None) or getattr(args, "train_data", None)
+    return config.for_data(data) if data else config
 
 
 def add_train_config_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -54,7 +57,11 @@ def add_train_config_arguments(parser: argparse.ArgumentParser | argparse._Argum
         "--critic-first", action="store_true",
         help="do the extra critic updates before the encoder's step, on the same batch (critic_first)",
     )
-    parser.add_argument("--identity-encoder", help="frozen face recogniser for z_I: synthetic, dlib or a path")
+    parser.add_argument(
+        "--identity-encoder",
+        help="frozen face recogniser for z_I: auto (default: synthetic on `cvfer synth` data, else dlib), synthetic, "
+        "dlib or a path",
+    )
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device", choices=("cpu", "cuda"))
     parser.add_argument("--threads", type=int, help="torch intra-op threads (0: torch's default)")

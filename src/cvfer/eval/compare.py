@@ -70,8 +70,8 @@ def model_preset(name: str) -> tuple[dict[str, Any], str]:
     Flat presets mix `TrainConfig` fields and model options, as `cvfer.models.mic.MIC_PRESETS` does.
     MIC variants start from the `demo` preset; TFEN and CEFLNet from their papers' presets with CPU-sized
     inputs (frames at the stored size instead of 224×224; CEFLNet sees 16 frames instead of 75); TFEN's F is
-    cvfer's synthetic SE-ResNet-18 recogniser, as MIC's f_I is the synthetic one (`--set
-    tfen:model.face_weights=PATH` on real data); any other model from the `TrainConfig` defaults.
+    cvfer's synthetic SE-ResNet-18 recogniser (`--set tfen:model.face_weights=PATH` on real data); any other
+    model from the `TrainConfig` defaults. MIC's f_I is "auto": `run_compare` resolves it for the data.
     """
     from cvfer.train.config import DEMO_PRESET
 
@@ -189,6 +189,7 @@ def run_compare(
             if name not in list_models():
                 raise ConfigError(f"unknown model {name!r}", fix=f"use one of {', '.join(list_models())}")
             config, row.preset = compare_config(name, options, settings)
+            config = config.for_data(data_dir)  # f_I "auto" → the data's, recorded in the row and cv.json
             row.train_config = config.to_dict()
             cv_result = run_cv(data_dir, config, run_dir, num_folds=folds, seed=config.seed, mine_steps=mine_steps)
             row.summary, row.fold_scores = cv_result.summary(), cv_result.fold_scores()
@@ -234,10 +235,17 @@ def write_comparison(result: ComparisonResult, out_dir: str | Path) -> None:
     atomic_write_text(out_dir / COMPARE_MD, comparison_markdown(result) + "\n")
 
 
-def _mean_std_cell(summary: dict[str, dict[str, float]] | None, key: str) -> str:
+def _mean_std_cell(summary: dict[str, dict[str, float]] | None, key: str, scale: float = 100.0, digits: int = 1) -> str:
     if summary is None or key not in summary or math.isnan(summary[key]["mean"]):
         return "–"
-    return f"{100 * summary[key]['mean']:.1f} ± {100 * summary[key]['std']:.1f}"
+    return f"{scale * summary[key]['mean']:.{digits}f} ± {scale * summary[key]['std']:.{digits}f}"
+
+
+def _identity_auc_cell(summary: dict[str, dict[str, float]] | None) -> str:
+    """z_E's identity verification AUC, with z_I's (the ceiling) in brackets where the model has z_I."""
+    auc = _mean_std_cell(summary, "identity_verification_auc", scale=1.0, digits=2)
+    ceiling = _mean_std_cell(summary, "identity_verification_auc_zi", scale=1.0, digits=2)
+    return auc if ceiling == "–" else f"{auc} (z_I {ceiling})"
 
 
 def _chance_cell(summary: dict[str, dict[str, float]] | None) -> str:
@@ -249,8 +257,9 @@ def _chance_cell(summary: dict[str, dict[str, float]] | None) -> str:
 def comparison_table(result: ComparisonResult) -> str:
     """The markdown table: one row per model, "failed" in the rows of models that failed."""
     lines = [
-        "| model | WAR (%) | UAR (%) | identity from z_E (%) | identity chance (%) | params (M) | GMACs/clip | fps |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | WAR (%) | UAR (%) | identity from z_E (%) | identity chance (%) | identity AUC (z_E) | params (M) "
+        "| GMACs/clip | fps |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result.models:
         timing = row.timing
@@ -269,6 +278,7 @@ def comparison_table(result: ComparisonResult) -> str:
             _mean_std_cell(row.summary, "uar"),
             _mean_std_cell(row.summary, "identity_probe_accuracy"),
             _chance_cell(row.summary),
+            _identity_auc_cell(row.summary),
         ]
         lines.append("| " + " | ".join([name.replace("|", "/"), *accuracy, *cost]) + " |")
     return "\n".join(lines)
@@ -318,7 +328,9 @@ def comparison_markdown(result: ComparisonResult) -> str:
         f"- Subject-independent cross-validation, folds 0..{result.folds - 1} of splits.json; WAR, UAR and the "
         "identity probe are mean ± std over folds (docs/compare.md).",
         "- Identity from z_E: linear-probe subject accuracy on each fold's expression features, held-out half of "
-        "each subject's clips; chance = 1 / number of test subjects.",
+        "each subject's clips; chance = 1 / number of test subjects; – where too few clips per subject. Identity "
+        "AUC (z_E): same- vs different-subject ROC-AUC of the cosine similarity of the test clips' z_E (unseen "
+        "subjects), 0.5 = no identity, 1 = fully recoverable; z_I's, the ceiling, in brackets.",
         f"- Params and GMACs/clip: the test-time module of fold 0's model.pt. fps: video frames / (pre-processing "
         f"+ forward) at batch {result.bench_batch}, {result.bench_threads} thread(s), mean of {result.bench_repeats} "
         f"passes over the same {len(result.bench_clips)} clips ({result.bench_frames_per_clip:.0f} frames each on "

@@ -371,6 +371,7 @@ def run_cv(
     from cvfer.train import train
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
+    config = config.for_data(data_dir)
     manifest = read_manifest(data_dir)
     num_folds = checked_fold_count(data_dir, num_folds)
     classes = list(manifest.classes)

@@ -401,25 +401,22 @@ def _validate(
 
 
 def _builder(**variant: Any) -> Any:
-    # num_subjects is explicit so the trainer, which passes it only to builders naming it, does so for MIC.
-    def build(
-        num_classes: int = 7,
-        image_size: int = 64,
-        num_frames: int = 8,
-        identity_dim: int = 128,
-        num_subjects: int | None = None,
-        **options: Any,
-    ) -> MIC:
-        overlap = sorted(set(options) & set(variant))
-        if overlap:
-            raise ConfigError(f"options {overlap} are fixed by this MIC variant", fix="choose another variant name")
-        unknown = sorted(set(options) - set(inspect.signature(MIC).parameters))
-        if unknown:
-            raise ConfigError(
-                f"unknown MIC options {unknown}", fix=f"use {sorted(inspect.signature(MIC).parameters)}"
-            )
-        return MIC(num_classes, image_size, num_frames, identity_dim, num_subjects=num_subjects, **variant, **options)
+    """A builder of MIC with the options in `variant` fixed; its signature is MIC's without them, so
+    `builder_accepts` tells which options a variant takes (num_subjects included, which the trainer passes
+    only to builders naming it)."""
+    parameters = inspect.signature(MIC).parameters.values()
+    signature = inspect.Signature([param for param in parameters if param.name not in variant], return_annotation=MIC)
 
+    def build(**options: Any) -> MIC:
+        fixed = sorted(set(options) & set(variant))
+        if fixed:
+            raise ConfigError(f"options {fixed} are fixed by this MIC variant", fix="choose another variant name")
+        unknown = sorted(set(options) - set(signature.parameters))
+        if unknown:
+            raise ConfigError(f"unknown MIC options {unknown}", fix=f"use {sorted(signature.parameters)}")
+        return MIC(**variant, **options)
+
+    build.__signature__ = signature  # type: ignore[attr-defined]
     return build
 
 

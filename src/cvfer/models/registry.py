@@ -36,6 +36,7 @@ def variant_builder(model_class: Callable[..., Any], **fixed: Any) -> Callable[.
         return model_class(**cfg, **fixed)
 
     build.__signature__ = signature  # type: ignore[attr-defined]
+    build.__module__ = model_class.__module__  # the model's family is its module (`same_family`)
     build.__doc__ = f"{model_class.__name__} with {fixed or 'its default options'}."
     return build
 
@@ -44,6 +45,13 @@ def builder_accepts(name: str, keyword: str) -> bool:
     """Whether the builder registered as `name` takes the keyword argument `keyword` (False for unknown names)."""
     builder = _BUILDERS.get(name)
     return builder is not None and keyword in inspect.signature(builder).parameters
+
+
+def same_family(first: str, second: str) -> bool:
+    """Whether two registered models are built in the same module (variants of one system, which share
+    the meaning of their options: MIC's `alpha` is not TFEN's); False when either name is unknown."""
+    builders = [_BUILDERS.get(first), _BUILDERS.get(second)]
+    return None not in builders and builders[0].__module__ == builders[1].__module__
 
 
 def create_model(name: str, **cfg: Any) -> Any:

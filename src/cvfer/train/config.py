@@ -24,6 +24,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
 OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("constant", "step", "cosine")
 DEVICES = ("cpu", "cuda")
+AUTO_IDENTITY_ENCODER = "auto"
 
 
 @dataclass
@@ -59,7 +60,9 @@ class TrainConfig:
     # Residuals and vectors traced back to the I frame (CoViAR's representation, which the MIC reproduction's
     # loader uses); False gives frame-to-frame Δ_t, which loses what skipped P frames hold (docs/training.md).
     accumulate: bool = True
-    identity_encoder: str | None = "synthetic"  # f_I: "synthetic", "dlib" or a path; loaded only for models taking z_I
+    # f_I, loaded only for models taking z_I: "synthetic", "dlib", a path, or "auto" (`for_data`: the synthetic
+    # recogniser on the synthetic benchmark, dlib's on any other dataset).
+    identity_encoder: str | None = AUTO_IDENTITY_ENCODER
     device: str = "cpu"
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     val_fraction: float = 0.0  # share of training subjects held out for validation metrics
@@ -149,6 +152,15 @@ class TrainConfig:
             raise ConfigError("a training config must be a JSON object", source)
         return cls.from_dict(data)
 
+    def for_data(self, data_dir: str | Path) -> TrainConfig:
+        """This config with `identity_encoder` "auto" resolved for the dataset `data_dir` when the model takes
+        z_I (`identity_encoder_for`); unchanged otherwise."""
+        from cvfer.models.registry import builder_accepts
+
+        if self.identity_encoder != AUTO_IDENTITY_ENCODER or not builder_accepts(self.model, "identity_dim"):
+            return self
+        return self.replace(identity_encoder=identity_encoder_for(data_dir))
+
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with `changes` applied (validated)."""
         return TrainConfig.from_dict({**self.to_dict(), **changes})
@@ -181,7 +193,6 @@ DEMO_PRESET: dict[str, Any] = {
     "batch_size": 16,
     "lr": 1e-3,
     "num_frames": 8,
-    "identity_encoder": "synthetic",
 }
 
 
@@ -201,7 +212,15 @@ def preset_config(name: str) -> TrainConfig:
         raise ConfigError(f"unknown preset {name!r}; known: {', '.join(preset_names())}")
     from cvfer.models.mic import MIC_PRESETS
 
-    return TrainConfig.from_flat({"model": "mic", "identity_encoder": "synthetic", **MIC_PRESETS[name]})
+    return TrainConfig.from_flat({"model": "mic", **MIC_PRESETS[name]})
+
+
+def identity_encoder_for(data_dir: str | Path) -> str:
+    """The f_I that "auto" stands for on the prepared dataset `data_dir`: "synthetic" on the synthetic benchmark
+    (`cvfer synth` writes `"source": "synthetic"` into dataset.json), "dlib" on any other (`cvfer prepare`)."""
+    from cvfer.data.manifest import read_manifest
+
+    return "synthetic" if read_manifest(data_dir).meta.get("source") == "synthetic" else "dlib"
 
 
 def build_config(
@@ -213,20 +232,48 @@ def build_config(
     settings: tuple[str, ...] | list[str] = (),
 ) -> TrainConfig:
     """The CLI's layering: a preset or a JSON file (or the defaults), then `options` (TrainConfig fields;
-    None values ignored), then `model_options` (into model_cfg; None ignored), then each `key=value`."""
+    None values ignored), then `model_options` (into model_cfg; None ignored), then each `key=value`.
+
+    When the layers choose another model than the starting point's, the starting point's model options that
+    the chosen model does not take (or that its variant fixes, e.g. `alpha` for mic-mi), and all of them for
+    a model of another system, are dropped; options given in the layers are kept, so the model rejects them
+    when it is built.
+    """
     if preset and config_path:
         raise ConfigError("give --preset or --config, not both")
     if config_path:
         path = Path(config_path)
         if not path.is_file():
             raise ConfigError("missing", path, "give an existing TrainConfig JSON file (a run's config.json)")
-        config = TrainConfig.from_json(path.read_text(encoding="utf-8"), source=path)
+        start = TrainConfig.from_json(path.read_text(encoding="utf-8"), source=path)
     elif preset:
-        config = preset_config(preset)
+        start = preset_config(preset)
     else:
-        config = TrainConfig()
-    changes = {key: value for key, value in (options or {}).items() if value is not None}
-    model_changes = {key: value for key, value in (model_options or {}).items() if value is not None}
+        start = TrainConfig()
+    config = _layered(start, options or {}, model_options or {}, settings)
+    if config.model != start.model:
+        taken = _options_taken_by(config.model, start.model, start.model_cfg)
+        if taken != start.model_cfg:
+            config = _layered(start.replace(model_cfg=taken), options or {}, model_options or {}, settings)
+    return config
+
+
+def _options_taken_by(model: str, preset_model: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The entries of `options` (set for `preset_model`) that `model` takes: none unless both are variants
+    of one system (`same_family`), since an option name can mean another thing to another system."""
+    from cvfer.models.registry import builder_accepts, same_family
+
+    if not same_family(model, preset_model):
+        return {}
+    return {key: value for key, value in options.items() if builder_accepts(model, key)}
+
+
+def _layered(
+    config: TrainConfig, options: dict[str, Any], model_options: dict[str, Any], settings: tuple[str, ...] | list[str]
+) -> TrainConfig:
+    """`config` with the `build_config` layers applied."""
+    changes = {key: value for key, value in options.items() if value is not None}
+    model_changes = {key: value for key, value in model_options.items() if value is not None}
     if model_changes:
         changes["model_cfg"] = {**config.model_cfg, **model_changes}
     if changes:

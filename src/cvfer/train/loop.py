@@ -133,7 +133,8 @@ class _Trainer:
 
     # ----------------------------------------------------------------- setup
     def run(self, resume: bool) -> TrainResult:
-        config = self.config
+        # f_I "auto" becomes the dataset's before anything compares or records the config.
+        self.config = config = self.config.for_data(self.data_dir)
         if config.batch_size % self.context.world_size:
             raise ConfigError(
                 f"batch_size {config.batch_size} does not split over {self.context.world_size} processes",
@@ -240,7 +241,7 @@ class _Trainer:
         if not self.config.identity_encoder:
             raise ConfigError(
                 f"model {self.config.model!r} uses z_I but no identity encoder is set",
-                fix="pass --identity-encoder synthetic (or dlib, or a path)",
+                fix="pass --identity-encoder auto (or synthetic, dlib, or a path)",
             )
         encoder = _load_identity_encoder(self.config.identity_encoder)
         return encoder, int(encoder.dim)
