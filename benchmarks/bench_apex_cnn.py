@@ -1,9 +1,13 @@
 """Calibrate the synthetic benchmark: a small per-frame CNN on apex frames, subject-independent folds.
 
-The presets should be learnable but not saturated: roughly 50-85% on `small` (chance is 1/7).
+The presets should be learnable but not saturated: roughly 50-85% on `small` (chance is 1/7). On a
+prepared real dataset (no apex PNGs) the apex frame is decoded from the clip, so the same CNN gives the
+apex-frame side of the synthetic-vs-real calibration (docs/synthetic.md).
 
     python benchmarks/bench_apex_cnn.py --preset small --seed 0 --folds 3
     python benchmarks/bench_apex_cnn.py --data /path/to/synth_folder --folds 3
+    python benchmarks/bench_apex_cnn.py --data data/real/ckplus-pairs --folds 3
+    python benchmarks/bench_apex_cnn.py --data data/real/ckplus-pairs --folds 3 --input residual
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from cvfer.codec import read_compressed, read_frames
 from cvfer.data.manifest import Manifest, read_manifest
 from cvfer.data.splits import read_splits
 from cvfer.data.synthetic import generate_benchmark
@@ -41,11 +46,19 @@ def small_cnn(num_classes: int) -> nn.Module:
     )
 
 
-def load_apex(manifest: Manifest) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-    """Apex images (float32 3×H×W in [0, 1]) and labels, keyed by clip path."""
+def load_apex(manifest: Manifest, source: str = "apex") -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """Per clip (keyed by path) a float32 3×H×W image and the label. `source` "apex": the apex frame in
+    [0, 1] (the synthetic benchmark's apex PNG, else decoded from the clip); "residual": the apex frame's
+    residual accumulated back to the I frame (what MIC's f_E reads, Δ/255 in [-1, 1])."""
     images, labels = {}, {}
     for clip in manifest.clips:
-        image = np.asarray(Image.open(manifest.root / clip.extra["apex_path"]).convert("RGB"), dtype=np.float32) / 255
+        if source == "residual":
+            video = read_compressed(manifest.root / clip.path, accumulate=True)
+            image = video.residuals[max(clip.apex_index, 1) - 1].astype(np.float32) / 255
+        elif "apex_path" in clip.extra:
+            image = np.asarray(Image.open(manifest.root / clip.extra["apex_path"]).convert("RGB"), dtype=np.float32) / 255
+        else:
+            image = read_frames(manifest.root / clip.path, indices=[clip.apex_index])[0].astype(np.float32) / 255
         images[clip.path] = image.transpose(2, 0, 1)
         labels[clip.path] = manifest.label_index(clip)
     return images, labels
@@ -94,6 +107,9 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=3, help="how many of the splits.json folds to evaluate")
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--input", choices=("apex", "residual"), default="apex", help="the apex frame, or its residual accumulated to the I frame"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as scratch:
@@ -103,7 +119,7 @@ def main() -> None:
             generate_benchmark(root, args.preset, args.seed)
         manifest = read_manifest(root)
         splits = read_splits(root)
-        images, labels = load_apex(manifest)
+        images, labels = load_apex(manifest, args.input)
     accuracies = []
     started = time.perf_counter()
     for number, fold in enumerate(splits.folds[: args.folds]):
@@ -113,9 +129,9 @@ def main() -> None:
         test_y = np.array([labels[path] for path in fold.test])
         accuracy = train_fold(train_x, train_y, test_x, test_y, len(manifest.classes), args.epochs, args.seed + number)
         accuracies.append(accuracy)
-        print(f"fold {number}: {len(fold.train)} train / {len(fold.test)} test clips, apex accuracy {accuracy:.3f}")
+        print(f"fold {number}: {len(fold.train)} train / {len(fold.test)} test clips, {args.input} accuracy {accuracy:.3f}")
     print(
-        f"{manifest.meta.get('preset', root)}: apex CNN accuracy {np.mean(accuracies):.3f} ± {np.std(accuracies):.3f} "
+        f"{manifest.meta.get('preset', root)}: {args.input} CNN accuracy {np.mean(accuracies):.3f} ± {np.std(accuracies):.3f} "
         f"over {len(accuracies)} subject-independent folds (chance {1 / len(manifest.classes):.3f}), "
         f"{time.perf_counter() - started:.0f} s"
     )

@@ -96,6 +96,20 @@ def test_identity_verification_is_near_half_for_features_independent_of_subject(
     assert capped.auc == pytest.approx(0.5, abs=0.1)
 
 
+def test_identity_verification_with_labels_does_not_read_expression_as_identity():
+    # CK+-like: each subject shows 3 different expressions; the features hold the expression only.
+    rng = np.random.default_rng(2)
+    subjects = np.repeat(np.arange(30), 3)
+    labels = np.concatenate([rng.permutation(7)[:3] for _ in range(30)])
+    features = np.eye(7)[labels] + rng.normal(scale=0.1, size=(len(labels), 7))
+    confounded = identity_verification(features, subjects, seed=0)
+    fair = identity_verification(features, subjects, labels=labels, seed=0)
+    assert confounded.auc < 0.45  # shared expressions make different people look alike
+    assert fair.auc == pytest.approx(0.5, abs=0.05) and fair.same_pairs == 90
+    with pytest.raises(ValueError, match="different labels"):
+        identity_verification(features, subjects, labels=np.zeros(len(labels)))
+
+
 def test_identity_verification_needs_two_subjects_and_a_repeated_one():
     with pytest.raises(ValueError, match="needs at least two"):
         identity_verification(np.zeros((3, 2)), ["a", "a", "a"])

@@ -208,7 +208,8 @@ def read_predictions(path: str | Path, classes: list[str]) -> tuple[np.ndarray, 
 
 
 def probe_fold(features: FoldFeatures, seed: int = 0, mine_steps: int = 300) -> dict[str, Any]:
-    """Identity probe on z_E, identity verification on the test clips' z_E (and z_I, the ceiling), expression
+    """Identity probe on z_E, identity verification on the test clips' z_E (and z_I, the ceiling; pairs of
+    different expressions only), expression
     probe on z_I (train → test clips) and MI(z_E; z_I).
 
     The probe is None where too few clips per subject make it meaningless, verification where the test clips
@@ -228,11 +229,13 @@ def probe_fold(features: FoldFeatures, seed: int = 0, mine_steps: int = 300) -> 
         probes["identity_probe"] = identity_probe(features.expression, features.subjects, seed=seed)
     except ValueError:
         probes["identity_probe"] = None  # too few clips per subject for a linear probe
-    test_subjects = features.subjects[features.is_test]
-    probes["identity_verification"] = _verification_or_none(features.expression[features.is_test], test_subjects, seed)
+    test_subjects, test_labels = features.subjects[features.is_test], features.labels[features.is_test]
+    probes["identity_verification"] = _verification_or_none(
+        features.expression[features.is_test], test_subjects, test_labels, seed
+    )
     if features.identity is not None:
         probes["identity_verification_zi"] = _verification_or_none(
-            features.identity[features.is_test], test_subjects, seed
+            features.identity[features.is_test], test_subjects, test_labels, seed
         )
         train, test = ~features.is_test, features.is_test
         if train.any() and test.any():
@@ -249,11 +252,13 @@ def probe_fold(features: FoldFeatures, seed: int = 0, mine_steps: int = 300) -> 
     return probes
 
 
-def _verification_or_none(features: np.ndarray, subjects: np.ndarray, seed: int) -> VerificationResult | None:
+def _verification_or_none(
+    features: np.ndarray, subjects: np.ndarray, labels: np.ndarray, seed: int
+) -> VerificationResult | None:
     try:
-        return identity_verification(features, subjects, seed=seed)
+        return identity_verification(features, subjects, labels=labels, seed=seed)
     except ValueError:
-        return None  # fewer than two subjects, or none with two clips
+        return None  # fewer than two subjects, or none with two clips of different expressions
 
 
 def score_fold(fold: int, labels: np.ndarray, predictions: np.ndarray, classes: list[str], probes: dict[str, Any]) -> FoldResult:
