@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from cvfer.codec import read_compressed
+from cvfer.codec import read_compressed, read_frames
 from cvfer.codec.motion import warp
 from cvfer.codec.writer import write_video
 from cvfer.data import faces, morph
@@ -120,3 +120,19 @@ def test_prepare_pairs_makes_moving_clips_per_subject(tmp_path):
     expected = faces.crop(registered, faces.center_box(*peak.shape[:2]), 64).astype(int)
     apex = warp(video.iframe, video.motion_vectors[-1]).astype(int) + video.residuals[-1]  # warp(I, T) + Δ
     assert np.abs(apex - expected).mean() < 4
+
+
+def test_prepare_pairs_with_the_apex_in_the_middle_returns_to_neutral(tmp_path):
+    (neutral, _), (peak, _) = neutral_face(), peak_face()
+    for folder, image, name in (("neutral", neutral, "S001_001_00000001"), ("happy", peak, "S001_001_00000009"),
+                                ("neutral", neutral[:, ::-1], "S002_001_00000001"), ("happy", peak[:, ::-1], "S002_001_00000009")):
+        (tmp_path / "pairs" / folder).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.ascontiguousarray(image)).save(tmp_path / "pairs" / folder / f"{name}.png")
+    prepare_dataset(tmp_path / "pairs", "pairs", tmp_path / "out", size=64, crop_faces=False, folds=2, morph_frames=6, apex="middle")
+    clip = read_manifest(tmp_path / "out").clips[0]
+    assert clip.num_frames == 11 and clip.apex_index == 5
+    frames = read_frames(tmp_path / "out" / clip.path).astype(int)
+    assert np.abs(frames[0] - frames[-1]).mean() < 2  # back to the neutral face
+    assert np.abs(frames[5] - frames[0]).mean() > 3 * np.abs(frames[0] - frames[-1]).mean()
+    with pytest.raises(ConfigError, match="--apex applies to --dataset pairs only"):
+        prepare_dataset(tmp_path / "pairs", "folder", tmp_path / "out2", apex="middle", subject_pattern="(?P<subject>.*)")

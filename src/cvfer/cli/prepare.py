@@ -26,6 +26,7 @@ def _run(args: argparse.Namespace) -> int:
         detect_every=args.detect_every,
         workers=args.workers,
         morph_frames=args.morph_frames,
+        apex=args.apex,
     )
     subjects = len({clip.subject for clip in report.clips})
     print(f"prepared {len(report.clips)} clips of {subjects} subjects, classes {', '.join(report.classes)}, written to {report.out}")
@@ -72,5 +73,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=int, default=1, help="clips prepared in parallel processes (default 1)")
     parser.add_argument(
         "--morph-frames", type=int, default=16, help="pairs dataset: frames of each clip morphed from neutral to peak (default 16)"
+    )
+    parser.add_argument(
+        "--apex",
+        choices=("last", "middle"),
+        default="last",
+        help="pairs dataset: peak at the end (CK+-style onset→apex, default) or in the middle (MMI-style, back to neutral)",
     )
     parser.set_defaults(func=_run)

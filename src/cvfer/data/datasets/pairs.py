@@ -5,7 +5,9 @@ Layout: a folder holding `neutral/` and one folder per expression (names as for 
 ending at the peak. A peak is paired with the neutral image of the same subject and sequence, else with
 the subject's first neutral image; `subject_pattern` (named groups `subject` and, optionally,
 `sequence`) is searched in the file names, by default CK+'s `S010_004_00000019.png`. The clip is made by
-`cvfer.data.morph` (`morph_frames` frames from the neutral face to the peak), so its frames move.
+`cvfer.data.morph` (`morph_frames` frames from the neutral face to the peak), so its frames move. With
+`apex="middle"` the face returns to neutral (neutral → peak → neutral, 2·`morph_frames` − 1 frames, the
+peak in the middle), as MMI's onset–apex–offset clips do.
 Folders that name no expression are listed as skipped.
 """
 
@@ -83,11 +85,15 @@ def _one_peak_per_sequence(entries: list[Path], pattern: re.Pattern[str]) -> set
     return {_first_with_face(group) for group in groups.values()}
 
 
-def scan(root: str | Path, subject_pattern: str | None = None, morph_frames: int = DEFAULT_MORPH_FRAMES) -> DatasetScan:
+def scan(
+    root: str | Path, subject_pattern: str | None = None, morph_frames: int = DEFAULT_MORPH_FRAMES, apex: str = "last"
+) -> DatasetScan:
     """Find (neutral, peak) pairs and short runs under `root` (the folder holding `neutral/`, or above it)."""
     root = require_root(root)
     if morph_frames < 2:
         raise ConfigError(f"--morph-frames must be at least 2, got {morph_frames}")
+    if apex not in ("last", "middle"):
+        raise ConfigError(f"--apex must be 'last' or 'middle', got {apex!r}")
     pattern = compile_subject_pattern(subject_pattern or DEFAULT_SUBJECT_PATTERN)
     base = require_folder(root, (NEUTRAL,), "pairs").parent
     skipped: list[Skipped] = []
@@ -125,8 +131,10 @@ def scan(root: str | Path, subject_pattern: str | None = None, morph_frames: int
             if not candidates:
                 skipped.append(Skipped(source, f"no neutral image of subject {identity[0]} in {NEUTRAL}/"))
                 continue
-            frames = (_first_with_face(candidates), *keys)
+            neutral = _first_with_face(candidates)
+            frames = (neutral, *keys) if apex == "last" else (neutral, *keys, *reversed(keys[:-1]), neutral)
+            num_frames = morph_frames if apex == "last" else 2 * morph_frames - 1
             key = relative(entry.with_suffix("") if entry.is_file() else entry, root)
-            clips.append(SourceClip(key, frames, identity[0], label, "last", source, FPS, morph_frames))
+            clips.append(SourceClip(key, frames, identity[0], label, apex, source, FPS, num_frames))
             labels.add(label)
     return DatasetScan(NAME, clips, skipped, ordered_classes(labels))

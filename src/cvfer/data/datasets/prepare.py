@@ -197,11 +197,13 @@ def prepare_dataset(
     detect_every: int = 10,
     workers: int = 1,
     morph_frames: int = pairs.DEFAULT_MORPH_FRAMES,
+    apex: str = "last",
 ) -> PrepareReport:
     """Prepare `dataset` found at `root` into `out` (clips, manifest, dataset.json, splits.json, skipped.csv).
 
     Splits are the dataset's official ones (AFEW train/val, DFEW 5 folds), otherwise subject-independent
-    `folds`-fold. `morph_frames` is the length of the clips `pairs` makes from still images. Raises
+    `folds`-fold. `morph_frames` is the length of the clips `pairs` makes from still images, `apex` where
+    their peak lies ("middle": neutral → peak → neutral, as MMI). Raises
     `DatasetError` when no clip at all could be prepared.
     """
     if dataset not in SCANNERS:
@@ -212,6 +214,8 @@ def prepare_dataset(
         raise ConfigError(f"--detect-every and --workers must be at least 1, got {detect_every} and {workers}")
     if dataset not in ("folder", "pairs") and subject_pattern is not None:
         raise ConfigError(f"--subject-pattern applies to --dataset folder and pairs only; {dataset} names its subjects")
+    if dataset != "pairs" and apex != "last":
+        raise ConfigError(f"--apex applies to --dataset pairs only; {dataset} knows where its apex is")
     if dataset != "folder" and subjects_csv is not None:
         raise ConfigError(f"--subjects applies to --dataset folder only; {dataset} names its subjects")
     out = Path(out)
@@ -219,7 +223,7 @@ def prepare_dataset(
     if dataset == "folder":
         options = {"subject_pattern": subject_pattern, "subjects_csv": subjects_csv}
     elif dataset == "pairs":
-        options = {"subject_pattern": subject_pattern, "morph_frames": morph_frames}
+        options = {"subject_pattern": subject_pattern, "morph_frames": morph_frames, "apex": apex}
     scan = SCANNERS[dataset](root, **options)
     if not scan.clips:
         skipped_path = write_skipped(out, scan.skipped)
@@ -246,7 +250,7 @@ def prepare_dataset(
         "source_root": str(Path(root).resolve()),
         "size": size,
         **(crop_meta if crop_faces else {"crop": "centre square"}),
-        **({"morph_frames": morph_frames} if dataset == "pairs" else {}),
+        **({"morph_frames": morph_frames, "apex": apex} if dataset == "pairs" else {}),
         "num_skipped": len(skipped),
     }
     write_manifest(out, records, scan.classes, meta)
