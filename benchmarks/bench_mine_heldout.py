@@ -118,7 +118,9 @@ def main() -> None:
         probe = identity_probe(arrays["train_features"], subjects, seed=args.seed)
         leakage = f"linear identity probe on this split {probe.accuracy:.3f} (chance {probe.chance:.3f})"
     except ValueError:  # too few clips per subject for a probe (CK+-style data)
-        verification = identity_verification(arrays["train_features"], subjects, seed=args.seed)
+        verification = identity_verification(
+            arrays["train_features"], subjects, labels=arrays["train_labels"], seed=args.seed
+        )
         leakage = f"identity verification AUC of z_E {verification.auc:.3f} (0.5: none)"
     print(
         f"{args.features}: {len(fit)} fitted / {len(held)} held-out clips of {len(np.unique(subjects))} subjects; "
