@@ -14,7 +14,7 @@ from cvfer.codec import read_compressed, read_frames
 from cvfer.codec.motion import warp
 from cvfer.codec.writer import write_video
 from cvfer.data import faces, morph
-from cvfer.data.datasets import prepare_dataset
+from cvfer.data.datasets import pairs, prepare_dataset
 from cvfer.data.manifest import read_manifest
 from cvfer.errors import ConfigError
 
@@ -136,3 +136,16 @@ def test_prepare_pairs_with_the_apex_in_the_middle_returns_to_neutral(tmp_path):
     assert np.abs(frames[5] - frames[0]).mean() > 3 * np.abs(frames[0] - frames[-1]).mean()
     with pytest.raises(ConfigError, match="--apex applies to --dataset pairs only"):
         prepare_dataset(tmp_path / "pairs", "folder", tmp_path / "out2", apex="middle", subject_pattern="(?P<subject>.*)")
+
+
+def test_an_unreadable_second_crop_does_not_stop_the_scan(tmp_path):
+    (neutral, _), (peak, _) = neutral_face(), peak_face()
+    root = tmp_path / "pairs"
+    for folder in ("neutral", "sad"):
+        (root / folder).mkdir(parents=True)
+    for subject, image in (("S001", neutral), ("S002", neutral[:, ::-1])):
+        Image.fromarray(np.ascontiguousarray(image)).save(root / "neutral" / f"{subject}_001_000000010.png")
+        (root / "neutral" / f"{subject}_001_000000011.png").write_bytes(b"not an image")
+        Image.fromarray(np.ascontiguousarray(peak if subject == "S001" else peak[:, ::-1])).save(root / "sad" / f"{subject}_001_00000009.png")
+    scan = pairs.scan(root)
+    assert [clip.frames[0].name for clip in scan.clips] == ["S001_001_000000010.png", "S002_001_000000010.png"]

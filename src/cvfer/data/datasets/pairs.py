@@ -36,7 +36,7 @@ from cvfer.data.datasets.common import (
     subfolders,
 )
 from cvfer.data.datasets.folder import compile_subject_pattern
-from cvfer.errors import ConfigError
+from cvfer.errors import ConfigError, DatasetError
 
 NAME = "pairs"
 DEFAULT_SUBJECT_PATTERN = r"^(?P<subject>[^_]+)_(?P<sequence>[^_]+)_"
@@ -65,12 +65,16 @@ def _neutrals(folder: Path, pattern: re.Pattern[str], skipped: list[Skipped], ro
 
 
 def _first_with_face(candidates: list[Path]) -> Path:
-    """The first image in which dlib finds a face (several crops of one frame: a false detection among them)."""
+    """The first image in which dlib finds a face (several crops of one frame: a false detection among them);
+    the first one when none shows a face or none can be read (preparing it then says why)."""
     if len(candidates) == 1:
         return candidates[0]
     for candidate in candidates:
-        if faces.detect_faces(next(iter_frames((candidate,)))):
-            return candidate
+        try:
+            if faces.detect_faces(next(iter_frames((candidate,)))):
+                return candidate
+        except DatasetError:
+            continue
     return candidates[0]
 
 
