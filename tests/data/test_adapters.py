@@ -11,11 +11,14 @@ import pytest
 from skimage.io import imsave
 
 from cvfer.cli import main as cli_main
+from cvfer.codec import read_compressed
 from cvfer.codec.writer import write_video
 from cvfer.data.datasets import prepare_dataset
+from cvfer.data.datasets.common import SourceClip, iter_frames
+from cvfer.data.datasets.prepare import CropSettings, Skipped, prepare_clip
 from cvfer.data.manifest import read_manifest
 from cvfer.data.splits import check_subject_independent, read_splits
-from cvfer.errors import ConfigError, DatasetError
+from cvfer.errors import CompressedVideoError, ConfigError, DatasetError
 
 SIZE = 16
 
@@ -128,6 +131,21 @@ def test_mmi_sessions_with_xml_labels(tmp_path):
     assert "unreadable" in skipped["Sessions/302/S003-302.avi"]
     assert "no video" in skipped["Sessions/303"]
     check_subject_independent(manifest, read_splits(tmp_path / "out"))
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".avi"])
+def test_truncated_video_is_refused_by_prepare_as_by_the_reader(tmp_path, suffix):
+    video = tmp_path / f"clip{suffix}"
+    write_clip(video, count=8)
+    video.write_bytes(video.read_bytes()[: int(video.stat().st_size * 0.6)])
+    with pytest.raises(CompressedVideoError, match="truncated") as reader:
+        read_compressed(video)
+    with pytest.raises(DatasetError) as prepared:
+        list(iter_frames(video))
+    assert (prepared.value.problem, prepared.value.path) == (f"unreadable ({reader.value.problem})", video)
+    clip = SourceClip("clip", video, "s1", "anger", "last", video.name)
+    skipped = prepare_clip(clip, tmp_path / "out", "folder", CropSettings(size=SIZE, crop_faces=False))
+    assert skipped == Skipped(video.name, prepared.value.problem)
 
 
 def test_afew_official_train_val_split(tmp_path):

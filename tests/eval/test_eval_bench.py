@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from cvfer.cli import main
-from cvfer.codec import write_video
+from cvfer.codec import decode_all, write_video
 from cvfer.errors import ConfigError
-from cvfer.eval.bench import benchmark, decode_all_frames, gmacs_per_clip
+from cvfer.eval.bench import benchmark, gmacs_per_clip
 
 
 class _LinearOnFrames(nn.Module):
@@ -39,7 +39,7 @@ def _clips(folder, count=2):
 
 def test_bench_prints_a_table_for_two_clips(tmp_path, capsys):
     clips = _clips(tmp_path)
-    assert decode_all_frames(clips[0]) == 12
+    assert decode_all(clips[0]) == 12
     code = main(["bench", *map(str, clips), "--models", "cnn-lstm", "--batch", "1,2", "--repeats", "1",
                  "--json", str(tmp_path / "bench.json")])
     assert code == 0

@@ -70,10 +70,14 @@ def _check_file(path: Path) -> None:
         raise CompressedVideoError("file is empty", path, "re-create or re-download it")
 
 
+def _reason(error: Exception) -> str:
+    """FFmpeg's own words for `error` (PyAV's `strerror`), else the exception's text."""
+    return getattr(error, "strerror", None) or str(error)
+
+
 def _corrupt(path: Path, where: str, error: Exception) -> CompressedVideoError:
-    reason = getattr(error, "strerror", None) or str(error)
     return CompressedVideoError(
-        f"corrupted or truncated stream ({where}: {reason})", path, f"re-download the file or {REENCODE_FIX}"
+        f"corrupted or truncated stream ({where}: {_reason(error)})", path, f"re-download the file or {REENCODE_FIX}"
     )
 
 
@@ -84,9 +88,8 @@ def _open_video(path: Path) -> Iterator[tuple[av.container.InputContainer, av.Vi
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as error:
-        reason = getattr(error, "strerror", None) or str(error)
         raise CompressedVideoError(
-            f"not a readable video: truncated, corrupted or not a video ({reason})",
+            f"not a readable video: truncated, corrupted or not a video ({_reason(error)})",
             path,
             f"check it is a complete video file or {REENCODE_FIX}",
         ) from error

@@ -9,19 +9,13 @@ from pathlib import Path
 import av
 import numpy as np
 
-from cvfer.codec.reader import _decode, _demux, _fps, _open_video
+from cvfer.codec.frames import _decoded_frames
+from cvfer.codec.reader import _fps, _open_video
 from cvfer.codec.writer import write_video
 from cvfer.errors import CompressedVideoError, ConfigError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 DEFAULT_FPS = 25.0
-
-
-def _decoded_frames(path: Path) -> Iterator[av.VideoFrame]:
-    """Every frame of the video at `path`, in display order."""
-    with _open_video(path) as (container, stream):
-        packets = _demux(path, container, stream)
-        yield from _decode(path, stream.codec_context, packets)
 
 
 def _folder_frames(folder: Path) -> Iterator[av.VideoFrame]:

@@ -9,7 +9,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from cvfer.errors import ConfigError
+from cvfer.codec.reader import _reason
+from cvfer.errors import CompressedVideoError, ConfigError
 from cvfer.io import atomic_open
 
 # FFmpeg's FF_QP2LAMBDA: `-q:v q` on the command line is global_quality = q * 118 with the QSCALE flag.
@@ -70,28 +71,31 @@ def write_video(
         raise ConfigError(f"quality {quality} is outside 1..31", path, "use 1 (best, the paper's -q:v 1) to 31")
     container_format = _CONTAINERS.get(path.suffix.lower(), "mp4")
     with atomic_open(path, "wb") as handle:
-        container = av.open(handle, mode="w", format=container_format)
         try:
-            stream = None
-            for frame in frames:
-                frame = np.ascontiguousarray(frame, dtype=np.uint8)
+            container = av.open(handle, mode="w", format=container_format)
+            try:
+                stream = None
+                for frame in frames:
+                    frame = np.ascontiguousarray(frame, dtype=np.uint8)
+                    if stream is None:
+                        height, width = frame.shape[:2]
+                        if height % 2 or width % 2:
+                            raise ConfigError(f"frame size {height}×{width} is odd", path, "crop or resize to even sides")
+                        stream = container.add_stream(
+                            codec,
+                            rate=Fraction(fps).limit_denominator(1001),
+                            options=_encoder_options(codec, quality, gop_size, max_b_frames),
+                        )
+                        stream.height, stream.width = height, width
+                        stream.pix_fmt = "yuv420p"
+                        _configure_context(stream.codec_context, codec, quality, gop_size, max_b_frames)
+                    video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
+                    container.mux(stream.encode(video_frame))
                 if stream is None:
-                    height, width = frame.shape[:2]
-                    if height % 2 or width % 2:
-                        raise ConfigError(f"frame size {height}×{width} is odd", path, "crop or resize to even sides")
-                    stream = container.add_stream(
-                        codec,
-                        rate=Fraction(fps).limit_denominator(1001),
-                        options=_encoder_options(codec, quality, gop_size, max_b_frames),
-                    )
-                    stream.height, stream.width = height, width
-                    stream.pix_fmt = "yuv420p"
-                    _configure_context(stream.codec_context, codec, quality, gop_size, max_b_frames)
-                video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
-                container.mux(stream.encode(video_frame))
-            if stream is None:
-                raise ConfigError("no frames to write", path, "pass at least one frame")
-            container.mux(stream.encode(None))
-        finally:
-            container.close()
+                    raise ConfigError("no frames to write", path, "pass at least one frame")
+                container.mux(stream.encode(None))
+            finally:
+                container.close()
+        except av.error.FFmpegError as error:
+            raise CompressedVideoError(f"encoding failed ({_reason(error)})", path, "check the frames and the output folder") from error
     return path

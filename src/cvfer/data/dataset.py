@@ -1,8 +1,9 @@
 """`ClipDataset`: the clips of one split, decoded once into memory, served as batches of `BATCH_KEYS`.
 
 FER datasets are small (hundreds of clips), so every clip is decoded once up front (with a progress
-bar) and kept in compact integer form; items are normalised as `cvfer.models.base.BATCH_KEYS` says when
-they are read. Clips that cannot be read are skipped with a warning naming the file and the reason.
+bar) by `cvfer.data.clip.load_clip`, the loader prediction uses too, and kept in compact integer form;
+items are normalised as `cvfer.models.base.BATCH_KEYS` says when they are read. Clips that cannot be read
+are skipped with a warning naming the file and the reason.
 """
 
 from __future__ import annotations
@@ -17,13 +18,11 @@ import torch
 from tqdm.auto import tqdm
 
 from cvfer import codec
+from cvfer.data.clip import TARGET_KEYS, ClipSpec, load_clip, stack_input
 from cvfer.data.manifest import ClipRecord, Manifest
 from cvfer.errors import CvferError, DatasetError
 from cvfer.models.base import BATCH_KEYS
 
-# Keys every item carries whatever the model asks for.
-TARGET_KEYS = ("label", "subject")
-COMPRESSED_KEYS = ("residuals", "motion_vectors", "iframe")
 # Manifest columns that may name a clip's apex image (relative to the dataset folder).
 APEX_COLUMNS = ("apex_path", "apex")
 IDENTITY_BATCH = 64
@@ -50,7 +49,7 @@ class ClipDataset(torch.utils.data.Dataset):
         progress: bool = True,
     ):
         self.manifest = manifest
-        self.inputs = tuple(dict.fromkeys(key for key in inputs if key not in TARGET_KEYS))
+        self.spec = ClipSpec(tuple(inputs), num_frames, accumulate)
         unknown = [key for key in self.inputs if key not in BATCH_KEYS]
         if unknown:
             raise DatasetError(f"unknown batch keys {unknown}; known: {sorted(BATCH_KEYS)}")
@@ -59,8 +58,6 @@ class ClipDataset(torch.utils.data.Dataset):
                 "the model needs z_I (batch key 'identity') but no identity encoder was given",
                 fix="pass --identity-encoder synthetic (or dlib, or a path)",
             )
-        self.num_frames = num_frames
-        self.accumulate = accumulate
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
         by_path = {clip.path: clip for clip in manifest.clips}
         missing = [path for path in clip_paths if path not in by_path]
@@ -98,6 +95,11 @@ class ClipDataset(torch.utils.data.Dataset):
         self.identity = self._encode_identities(identity_encoder) if "identity" in self.inputs else None
 
     @property
+    def inputs(self) -> tuple[str, ...]:
+        """The batch keys loaded (targets excluded)."""
+        return self.spec.inputs
+
+    @property
     def paths(self) -> list[str]:
         """Manifest paths of the clips kept, in item order."""
         return [clip.path for clip in self.records]
@@ -124,42 +126,15 @@ class ClipDataset(torch.utils.data.Dataset):
         """Stacked, normalised tensors of the items `indices` for `keys` (default: all loaded) + targets."""
         indices = [int(index) for index in indices]
         wanted = self.inputs if keys is None else tuple(key for key in keys if key not in TARGET_KEYS)
-        batch: dict[str, torch.Tensor] = {}
-        for key in wanted:
-            if key == "identity":
-                batch[key] = self.identity[indices]
-                continue
-            stacked = torch.from_numpy(np.stack([self._arrays[index][key] for index in indices]))
-            batch[key] = _normalise(key, stacked)
+        clips = [self._arrays[index] for index in indices]
+        batch = {key: self.identity[indices] if key == "identity" else stack_input(key, clips) for key in wanted}
         batch["label"] = self.labels[indices]
         batch["subject"] = self.subjects[indices]
         return batch
 
     def _load_clip(self, clip: ClipRecord) -> dict[str, np.ndarray]:
-        """Compact arrays of one clip: int16 residuals/motion vectors, uint8 frames."""
-        path = self.manifest.video_path(clip)
-        arrays: dict[str, np.ndarray] = {}
-        if any(key in self.inputs for key in (*COMPRESSED_KEYS, "identity")):
-            params = {"num_frames": self.num_frames, "residual": "rgb", "accumulate": self.accumulate}
-            if self.cache_dir is None:
-                video = codec.read_compressed(path, **params)
-            else:
-                from cvfer.codec.cache import read_compressed_cached
-
-                video = read_compressed_cached(path, self.cache_dir, **params)
-            if len(video.residuals) != self.num_frames:
-                raise DatasetError(f"has {len(video.residuals)} P frames, {self.num_frames} needed", path)
-            arrays["iframe"] = np.asarray(video.iframe, dtype=np.uint8)
-            if "residuals" in self.inputs:
-                arrays["residuals"] = np.asarray(video.residuals, dtype=np.int16)
-            if "motion_vectors" in self.inputs:
-                arrays["motion_vectors"] = np.asarray(video.motion_vectors, dtype=np.int16)
-        if "frames" in self.inputs:
-            last = max(clip.num_frames - 1, 0)
-            indices = np.linspace(0, last, self.num_frames).round().astype(int).tolist()
-            arrays["frames"] = np.asarray(codec.read_frames(path, indices=indices), dtype=np.uint8)
-            if len(arrays["frames"]) != self.num_frames:
-                raise DatasetError(f"decoded {len(arrays['frames'])} frames, {self.num_frames} needed", path)
+        """Compact arrays of one clip (`load_clip`), plus its apex image when asked for."""
+        arrays = load_clip(self.manifest.video_path(clip), self.spec, length=clip.num_frames, cache_dir=self.cache_dir)
         if "apex" in self.inputs:
             arrays["apex"] = self._load_apex(clip)
         return arrays
@@ -194,14 +169,3 @@ def _check_same_shapes(arrays: dict[str, np.ndarray], first: dict[str, np.ndarra
     for key, array in arrays.items():
         if array.shape != first[key].shape:
             raise DatasetError(f"{key} has shape {array.shape}, other clips {first[key].shape}", path)
-
-
-def _normalise(key: str, stacked: torch.Tensor) -> torch.Tensor:
-    """Float tensors laid out and scaled as `BATCH_KEYS` documents."""
-    if key == "motion_vectors":  # (B, T, 2, H, W) pixels -> / 16
-        return stacked.float().div_(16.0)
-    if key in ("residuals", "frames"):  # (B, T, H, W, 3) -> (B, T, 3, H, W); residuals in [-1, 1], frames [0, 1]
-        channels_first = stacked.permute(0, 1, 4, 2, 3)
-    else:  # iframe, apex: (B, H, W, 3) uint8 -> (B, 3, H, W) in [0, 1]
-        channels_first = stacked.permute(0, 3, 1, 2)
-    return channels_first.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)

@@ -4,8 +4,8 @@ fps = video frames / (pre-processing + forward pass), averaged over a set of cli
 what `cvfer predict` does to a file (read it, extract the I frame / motion vectors / residuals or decode
 the frames, crop the face when the checkpoint says so), forward is the test-time module. Every model is
 timed on the same clips in the same process with the same number of threads, so ratios are meaningful.
-The bare decode (every frame to RGB with PyAV, nothing else) is timed too, as the floor no decoded-domain
-model can beat.
+The bare decode (every frame to RGB with PyAV, nothing else: `cvfer.codec.decode_all`) is timed too, as
+the floor no decoded-domain model can beat.
 """
 
 from __future__ import annotations
@@ -14,14 +14,15 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from cvfer.codec import count_frames, decode_all
 from cvfer.errors import CompressedVideoError
 
 DEFAULT_NUM_CLASSES = 7
@@ -63,27 +64,15 @@ class BenchResult:
         return dataclasses.asdict(self)
 
 
-def decode_all_frames(path: str | Path) -> int:
-    """Decode every frame to RGB with PyAV and nothing else (the decode floor); returns the frame count."""
-    decoded = 0
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "NONE"
-        for frame in container.decode(stream):
-            frame.to_ndarray(format="rgb24")
-            decoded += 1
-    return decoded
-
-
 def time_decode(clips: Sequence[Path], repeats: int, clock: Callable[[], float] = time.perf_counter) -> float:
     """Frames per second of bare decoding over `clips` (mean over `repeats` passes after one warm-up)."""
     for clip in clips:
-        decode_all_frames(clip)
+        decode_all(clip)
     frames = 0
     start = clock()
     for _ in range(repeats):
         for clip in clips:
-            frames += decode_all_frames(clip)
+            frames += decode_all(clip)
     return frames / (clock() - start)
 
 
@@ -161,7 +150,7 @@ def machine_info() -> dict[str, str]:
         "cpus": str(os.cpu_count()),
         "system": platform.platform(),
         "torch": torch.__version__,
-        "av": av.__version__,
+        "av": version("av"),
     }
 
 
@@ -202,7 +191,7 @@ def _benchmark(
     num_frames: int,
     clock: str,
 ) -> BenchResult:
-    from cvfer.eval.predict import count_frames, load_model, predictor_for_name
+    from cvfer.eval.predict import load_model, predictor_for_name
 
     clips = [Path(video) for video in videos]
     frames = [count_frames(clip) for clip in clips]

@@ -163,8 +163,8 @@ def run_compare(
     mine_steps: int = 300,
 ) -> ComparisonResult:
     """Cross-validate and time every model of `models` on `data_dir`; write compare.md and compare.json."""
+    from cvfer.codec import count_frames
     from cvfer.eval.bench import benchmark, machine_info, time_decode
-    from cvfer.eval.predict import count_frames
     from cvfer.models import list_models
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)

@@ -3,8 +3,8 @@
 A file that is not already an MPEG-4 Part 2 clip of the checkpoint's frame size (or any input when the
 checkpoint was trained on face crops) is first turned into one: its frames are cropped (to the tracked
 face, or the largest centred square) to `image_size` and encoded in the MIC format, in a temporary folder
-or a cache folder. The clip is then read by the same `ClipDataset` code that fed training, so the
-inputs are exactly what the model was trained on.
+or a cache folder. The clip is then read by the one-clip loader that fed training (`cvfer.data.clip`), so
+the inputs are exactly what the model was trained on.
 """
 
 from __future__ import annotations
@@ -13,22 +13,21 @@ import hashlib
 import json
 import tempfile
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 import torch
 
-from cvfer.data.manifest import ClipRecord, Manifest
+from cvfer import codec
+from cvfer.data.clip import ClipSpec, load_clip, stack_input
+from cvfer.data.manifest import ClipRecord
 from cvfer.errors import CheckpointError, CompressedVideoError, ConfigError, CvferError
 from cvfer.io import load_torch_file
 
 CHECKPOINT_KEYS = ("name", "cfg", "classes", "state_dict", "data")
-TARGET_KEYS = ("label", "subject")
 CACHED_CLIP = "clips/clip.mp4"  # where `encode_clip` (prepare_clip with key "clip") writes
 
 
@@ -44,26 +43,6 @@ class Prediction:
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for JSON."""
         return {"path": str(self.path), "label": self.label, "probabilities": self.probabilities, "timing": self.timing}
-
-
-def count_frames(path: str | Path) -> int:
-    """Frames of the first video stream, counted by demuxing (no decoding)."""
-    try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            return sum(1 for packet in container.demux(stream) if packet.size > 0)
-    except (av.error.FFmpegError, IndexError, UnicodeDecodeError) as error:
-        raise CompressedVideoError(f"cannot read as a video ({error})", path, "check the file plays, e.g. with ffprobe") from None
-
-
-def _stream_summary(path: Path) -> tuple[str, int, int]:
-    """(codec name, height, width) from the container header, without decoding."""
-    try:
-        with av.open(str(path)) as container:
-            context = container.streams.video[0].codec_context
-            return context.name, context.height, context.width
-    except (av.error.FFmpegError, IndexError, UnicodeDecodeError) as error:
-        raise CompressedVideoError(f"cannot read as a video ({error})", path, "check the file plays, e.g. with ffprobe") from None
 
 
 def _image_files(folder: Path) -> tuple[Path, ...]:
@@ -96,45 +75,37 @@ class Predictor:
         self.name = name
         self.classes = list(classes)
         self.image_size = int(data["image_size"])
-        self.num_frames = int(data["num_frames"])
-        self.accumulate = bool(data.get("accumulate", False))
-        self.inputs = tuple(key for key in data["inputs"] if key not in TARGET_KEYS)
+        self.spec = ClipSpec(tuple(data["inputs"]), int(data["num_frames"]), bool(data.get("accumulate", False)))
         self.face_crop = bool(data.get("face_crop", False))
         self.data = dict(data)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The batch keys the test-time model reads."""
+        return self.spec.inputs
 
     def _needs_encoding(self, path: Path) -> bool:
         if path.is_dir() or self.face_crop:
             return True
-        codec_name, height, width = _stream_summary(path)
-        return codec_name != "mpeg4" or (height, width) != (self.image_size, self.image_size)
+        header = codec.read_header(path)
+        return header.codec != "mpeg4" or header.size != (self.image_size, self.image_size)
 
-    def _encoded(self, path: Path, work_dir: Path, cache_dir: Path | None) -> tuple[Path, str]:
-        """(dataset folder, relative clip path) of the MIC-format clip made from `path`, cached when asked."""
+    def _encoded(self, path: Path, work_dir: Path, cache_dir: Path | None) -> Path:
+        """The MIC-format clip made from `path` (in `work_dir`, or in `cache_dir` when given)."""
         if cache_dir is None:
-            return work_dir, encode_clip(path, work_dir, self.image_size, self.face_crop).path
+            return work_dir / encode_clip(path, work_dir, self.image_size, self.face_crop).path
         digest = hashlib.sha256(f"{self.image_size}:{self.face_crop}".encode())
         for file in _image_files(path) if path.is_dir() else (path,):
             digest.update(file.read_bytes())
         cached = cache_dir / digest.hexdigest()[:32]
         if not (cached / CACHED_CLIP).is_file():
             encode_clip(path, cached, self.image_size, self.face_crop)
-        return cached, CACHED_CLIP
+        return cached / CACHED_CLIP
 
-    def _load(self, root: Path, relative_path: str) -> dict[str, torch.Tensor]:
-        """The clip's model inputs (no batch dimension), read by the training data code (`ClipDataset`)."""
-        from cvfer.data.dataset import ClipDataset
-
-        # Decoded frames are sampled over the clip's length; the label is a placeholder ClipDataset requires.
-        num_frames = count_frames(root / relative_path) if "frames" in self.inputs else 0
-        record = ClipRecord(relative_path, "unknown", self.classes[0], 0, num_frames, "predict")
-        manifest = Manifest(root=root, clips=[record], classes=self.classes)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # an unreadable clip raises below; no need to warn twice
-            dataset = ClipDataset(
-                manifest, [relative_path], self.inputs, self.num_frames, accumulate=self.accumulate, progress=False
-            )
-        batch = dataset.batch([0], keys=self.inputs)
-        return {key: batch[key][0] for key in self.inputs}
+    def _load(self, clip: Path) -> dict[str, torch.Tensor]:
+        """The clip's model inputs (no batch dimension), read by the loader training uses (`load_clip`)."""
+        arrays = load_clip(clip, self.spec)
+        return {key: stack_input(key, [arrays])[0] for key in self.inputs}
 
     def prepare(self, path: str | Path, cache_dir: str | Path | None = None) -> dict[str, torch.Tensor]:
         """Model inputs of one video or image folder: re-encode / crop if needed, then extract."""
@@ -144,11 +115,11 @@ class Predictor:
         cache = None if cache_dir is None else Path(cache_dir)
         if not self._needs_encoding(path):
             try:
-                return self._load(path.parent, path.name)
+                return self._load(path)
             except CvferError:
                 pass  # e.g. B frames or several I frames: re-encode below
         with tempfile.TemporaryDirectory(prefix="cvfer-predict-") as work_dir:
-            return self._load(*self._encoded(path, Path(work_dir), cache))
+            return self._load(self._encoded(path, Path(work_dir), cache))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Class probabilities (B, C) of a batch of inputs."""
@@ -177,7 +148,7 @@ class Predictor:
         """(clip paths kept, probabilities N×C) for clips of a prepared dataset (unreadable clips are skipped)."""
         from cvfer.data.dataset import ClipDataset
 
-        dataset = ClipDataset(manifest, clip_paths, self.inputs, self.num_frames, accumulate=self.accumulate)
+        dataset = ClipDataset(manifest, clip_paths, self.inputs, self.spec.num_frames, accumulate=self.spec.accumulate)
         probabilities = []
         for start in range(0, len(dataset), batch_size):
             indices = list(range(start, min(start + batch_size, len(dataset))))
@@ -195,7 +166,10 @@ def load_model(path: str | Path) -> Predictor:
     missing = [key for key in CHECKPOINT_KEYS if not isinstance(checkpoint, dict) or key not in checkpoint]
     if missing:
         raise CheckpointError(f"not an inference checkpoint (missing {missing})", path, "give model.pt, not checkpoint.pt")
-    model = create_model(checkpoint["name"], **checkpoint["cfg"])
+    # TFEN's F is in the state dict; model.pt files written before training resolved `face_weights` to a
+    # file kept its name ("synthetic"), which only training may resolve.
+    cfg = {key: value for key, value in checkpoint["cfg"].items() if key != "face_weights"}
+    model = create_model(checkpoint["name"], **cfg)
     module = model.inference_module()
     try:
         module.load_state_dict(checkpoint["state_dict"])
@@ -225,7 +199,7 @@ def predictor_for_name(spec: str, clip: str | Path, *, num_classes: int = 7, num
             options[key] = json.loads(raw)
         except json.JSONDecodeError:
             options[key] = raw
-    _, height, width = _stream_summary(Path(clip))
+    height, width = codec.read_header(clip).size
     if height != width:
         raise CompressedVideoError(f"is {height}×{width}; benchmark clips must be square", clip, "re-encode it square")
     sizes = {"num_classes": num_classes, "image_size": height, "num_frames": num_frames}

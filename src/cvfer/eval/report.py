@@ -157,7 +157,8 @@ def plot_embedding(
 
 def software_versions() -> dict[str, str]:
     """Versions of python, torch, av (PyAV), numpy, scikit-learn and cvfer."""
-    import av
+    from importlib.metadata import version
+
     import sklearn
     import torch
 
@@ -166,7 +167,7 @@ def software_versions() -> dict[str, str]:
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "av": av.__version__,
+        "av": version("av"),
         "numpy": np.__version__,
         "scikit-learn": sklearn.__version__,
         "cvfer": cvfer.__version__,

@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import numpy as np
 
+from cvfer import codec
 from cvfer.data.manifest import EXPRESSIONS
-from cvfer.errors import DatasetError
+from cvfer.errors import CompressedVideoError, DatasetError
 
 NEUTRAL = "neutral"
 CANONICAL_CLASSES = (*EXPRESSIONS, NEUTRAL)
@@ -145,43 +145,30 @@ def require_root(root: str | Path) -> Path:
     return root
 
 
-def _unreadable(path: Path, error: Exception) -> DatasetError:
-    return DatasetError(f"unreadable ({error})", path, "check that the file opens in a video player, or replace it")
-
-
-def _decode(path: Path) -> Iterator[np.ndarray]:
+@contextlib.contextmanager
+def _readable() -> Iterator[None]:
+    """Report the codec's `CompressedVideoError` (missing, truncated, corrupt file) as a `DatasetError`."""
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise DatasetError("has no video stream", path, "pass a video file")
-            for frame in container.decode(container.streams.video[0]):
-                yield frame.to_ndarray(format="rgb24")
-    except (av.error.FFmpegError, OSError, ValueError) as error:
-        raise _unreadable(path, error) from None
+        yield
+    except CompressedVideoError as error:
+        raise DatasetError(
+            f"unreadable ({error.problem})", error.path, "check that the file opens in a video player, or replace it"
+        ) from None
 
 
 def iter_frames(frames: Path | tuple[Path, ...]) -> Iterator[np.ndarray]:
     """Decoded H×W×3 uint8 RGB frames of a video file or an image sequence; `DatasetError` if unreadable."""
-    if isinstance(frames, Path):
-        yield from _decode(frames)
-        return
-    for image_path in frames:
-        with contextlib.closing(_decode(image_path)) as decoded:
-            image = next(decoded, None)
-        if image is None:
-            raise DatasetError("holds no image", image_path, "replace or delete the file")
-        yield image
+    with _readable():
+        if isinstance(frames, Path):
+            yield from codec.iter_frames(frames)
+        else:
+            for image_path in frames:
+                yield codec.read_image(image_path)
 
 
 def frame_rate(frames: Path | tuple[Path, ...], default: float = DEFAULT_SEQUENCE_FPS) -> float:
     """A video's average frame rate (or `default` for image sequences and videos that carry none)."""
     if not isinstance(frames, Path):
         return default
-    try:
-        with av.open(str(frames)) as container:
-            stream = container.streams.video[0] if container.streams.video else None
-            rate = (stream.average_rate or stream.guessed_rate) if stream is not None else None
-    except (av.error.FFmpegError, OSError, ValueError) as error:
-        raise _unreadable(frames, error) from None
-    return float(rate) if rate else default
-
+    with _readable():
+        return codec.read_header(frames).fps or default

@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import numpy as np
 from tqdm import tqdm
 
@@ -135,7 +134,7 @@ def prepare_clip(clip: SourceClip, out: Path, protocol: str, settings: CropSetti
         counter = [0]
         cropped = faces.crop_frames(_counted(frames(), counter), box, settings.size)
         write_video(out / relative_path, cropped, fps=fps)
-    except (CvferError, av.error.FFmpegError, OSError, ValueError) as error:
+    except (CvferError, OSError, ValueError) as error:
         return Skipped(clip.source, _reason(error, clip))
     num_frames = counter[0]
     if num_frames < MIN_FRAMES:

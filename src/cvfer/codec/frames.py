@@ -1,0 +1,73 @@
+"""Decoded frames and header facts of any video or image PyAV reads: the door for code that needs no
+compressed domain (dataset preparation, prediction, `cvfer bench`).
+
+Files are opened and judged by the reader's own checks (`_open_video`, `_demux`, `_decode`), so a missing,
+truncated or corrupt file is the same `CompressedVideoError`, naming it, as `read_compressed` raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+from cvfer.codec.reader import _decode, _demux, _fps, _open_video
+
+
+@dataclass(frozen=True)
+class StreamHeader:
+    """What a video's header says about its first video stream, read without decoding."""
+
+    path: Path
+    codec: str
+    size: tuple[int, int]  # (height, width)
+    fps: float  # 0.0 when the header states no rate
+
+
+def read_header(path: str | Path) -> StreamHeader:
+    """Codec, frame size and frame rate of the first video stream (opens the file, decodes nothing)."""
+    path = Path(path)
+    with _open_video(path) as (_, stream):
+        context = stream.codec_context
+        return StreamHeader(path=path, codec=context.name, size=(context.height, context.width), fps=_fps(stream))
+
+
+def count_frames(path: str | Path) -> int:
+    """Frames of the first video stream, counted by demuxing (no decoding); a truncated file is refused."""
+    path = Path(path)
+    with _open_video(path) as (container, stream):
+        return len(_demux(path, container, stream))
+
+
+def _decoded_frames(path: Path, *, single_thread: bool = False) -> Iterator[av.VideoFrame]:
+    """Every frame of the video (or image) at `path`, in display order."""
+    with _open_video(path) as (container, stream):
+        if single_thread:
+            stream.thread_type = "NONE"
+        packets = _demux(path, container, stream)
+        yield from _decode(path, stream.codec_context, packets)
+
+
+def iter_frames(path: str | Path) -> Iterator[np.ndarray]:
+    """Decoded H×W×3 uint8 RGB frames of a video, one at a time, in display order."""
+    for frame in _decoded_frames(Path(path)):
+        yield frame.to_ndarray(format="rgb24")
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """H×W×3 uint8 RGB pixels of an image file (of a video: its first frame)."""
+    with contextlib.closing(_decoded_frames(Path(path))) as frames:
+        return next(frames).to_ndarray(format="rgb24")
+
+
+def decode_all(path: str | Path) -> int:
+    """Decode every frame to RGB on one thread and keep nothing (the floor `cvfer bench` times); returns the count."""
+    count = 0
+    for frame in _decoded_frames(Path(path), single_thread=True):
+        frame.to_ndarray(format="rgb24")
+        count += 1
+    return count
