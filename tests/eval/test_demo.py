@@ -7,7 +7,7 @@ import json
 import pytest
 
 from cvfer.cli import main
-from cvfer.models import identity
+from cvfer.train import identity
 
 
 @pytest.mark.slow

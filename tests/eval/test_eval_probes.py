@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from cvfer.errors import ConfigError
 from cvfer.eval.probes import (
     identity_probe,
     identity_verification,
@@ -12,7 +13,9 @@ from cvfer.eval.probes import (
     mutual_information_estimate,
     per_subject_split,
     standardise,
+    verification_auc,
 )
+from cvfer.models.identity import IdentityEncoder
 
 NUM_SUBJECTS, CLIPS_PER_SUBJECT, DIM = 12, 6, 16
 
@@ -117,6 +120,32 @@ def test_identity_verification_needs_two_subjects_and_a_repeated_one():
         identity_verification(np.zeros((3, 2)), ["a", "b", "c"])
     with pytest.raises(ValueError, match="3 feature rows but 2 subjects"):
         identity_verification(np.zeros((3, 2)), ["a", "a"])
+
+
+class _OneHotEncoder(IdentityEncoder):
+    """Encodes each image as the one-hot of a hidden id (a perfect recogniser), or noise when `noise`."""
+
+    name, dim = "one-hot", 8
+
+    def __init__(self, ids: np.ndarray, noise: bool = False):
+        self.ids, self.noise = ids, noise
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        if self.noise:
+            return np.random.default_rng(0).normal(size=(len(images), self.dim)).astype(np.float32)
+        return np.eye(self.dim, dtype=np.float32)[self.ids[: len(images)]]
+
+
+def test_verification_auc_is_one_for_a_perfect_encoder_and_chance_for_noise() -> None:
+    ids = np.repeat(np.arange(5), 6)
+    images = np.zeros((len(ids), 4, 4, 3), np.uint8)
+    perfect = verification_auc(_OneHotEncoder(ids), images, ids)
+    assert perfect.auc == 1.0 and perfect.eer == 0.0
+    assert perfect.same_pairs == 5 * 15 and perfect.different_pairs == 30 * 29 // 2 - 75
+    noise = verification_auc(_OneHotEncoder(ids, noise=True), images, ids)
+    assert 0.35 < noise.auc < 0.65 and noise.eer > 0.3
+    with pytest.raises(ConfigError, match="two identities"):
+        verification_auc(_OneHotEncoder(ids), images, np.zeros(len(ids)))
 
 
 def test_standardise_leaves_constant_dimensions_centred_not_blown_up():

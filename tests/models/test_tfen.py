@@ -155,9 +155,11 @@ def test_preset_is_a_valid_training_config():
 
 
 def test_synthetic_face_recogniser_becomes_f_and_is_cached(tmp_path, monkeypatch):
-    """TFEN's F on synthetic data: cvfer's SE-ResNet-18 recogniser, trained once on synthetic identities."""
-    from cvfer.models import identity
+    """TFEN's F on synthetic data: cvfer's SE-ResNet-18 recogniser, trained once on synthetic identities and
+    resolved to its cached file before the model is built (a "synthetic" reaching TFEN is an error)."""
     from cvfer.models.backbones import frames_to_images
+    from cvfer.models.identity import SEResNetIdentityNet
+    from cvfer.train import identity
 
     monkeypatch.setenv("CVFER_CACHE", str(tmp_path))
     checkpoint = identity.train_tfen_face_recogniser(
@@ -171,10 +173,12 @@ def test_synthetic_face_recogniser_becomes_f_and_is_cached(tmp_path, monkeypatch
     )
     assert checkpoint["format"] == identity.TFEN_FACE_FORMAT and 0.0 <= checkpoint["verification"]["auc"] <= 1.0
     monkeypatch.setattr(identity, "train_tfen_face_recogniser", lambda *args, **kwargs: pytest.fail("retrained"))
-    model = small_model("tfen", face_weights="synthetic")
-    recogniser = identity.SEResNetIdentityNet(input_size=32).eval()
+    model = small_model("tfen", face_weights=identity.resolve_identity_weights("synthetic", "tfen-face"))
+    recogniser = SEResNetIdentityNet(input_size=32).eval()
     recogniser.load_state_dict(checkpoint["state_dict"])
     images = frames_to_images(small_batch()["frames"], 32)
     body = recogniser.backbone
     with torch.no_grad():
         torch.testing.assert_close(model.recognizer.face_extractor(images), body.stages[1](body.stages[0](body.stem(images))))
+    with pytest.raises(ConfigError, match="resolve_identity_weights"):
+        small_model("tfen", face_weights="synthetic")

@@ -4,7 +4,8 @@
   subject's clips and tested on the rest; and MI(z_E; z_I) re-estimated after training by a freshly
   trained MINE statistics network on held features.
 - Identity verification: same- vs different-subject ROC-AUC of pairs of clips scored by the cosine similarity
-  of their features, which needs no training and works with two clips per subject (and unseen subjects).
+  of their features, which needs no training and works with two clips per subject (and unseen subjects);
+  `verification_auc` scores a face recogniser f_I the same way on face images of held-out people.
 - Expression from z_I (MIC Table 9): the same linear probe, predicting the expression from z_I.
 Every accuracy comes with its chance level (uniform guessing) and the majority-class baseline.
 """
@@ -13,13 +14,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score, roc_curve
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+
+from cvfer.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cvfer.models.identity import IdentityEncoder
 
 
 @dataclass(frozen=True)
@@ -129,7 +135,8 @@ def identity_probe(features: np.ndarray, subjects: Sequence[object], *, test_fra
 
 @dataclass(frozen=True)
 class VerificationResult:
-    """Same- vs different-subject verification over pairs of clips: 0.5 = no identity, 1.0 = fully recoverable."""
+    """Same- vs different-subject verification over pairs of clips (or face images): 0.5 = no identity, 1.0 =
+    fully recoverable."""
 
     auc: float  # ROC-AUC of the cosine similarity separating same-subject from different-subject pairs
     eer: float  # equal error rate: where false accepts and false rejects are equally frequent
@@ -148,14 +155,16 @@ def identity_verification(
     labels: Sequence[object] | None = None,
     max_pairs: int = 100_000,
     seed: int = 0,
+    standardised: bool = True,
 ) -> VerificationResult:
     """How well cosine similarity of features tells whether two clips show the same subject (ROC-AUC, EER).
 
     Features are standardised with the mean and std of all rows given (as `standardise`, constant dimensions
-    only centred), then compared by cosine similarity. Every same-subject pair and every different-subject
-    pair is scored, except that a kind with more than `max_pairs` pairs is replaced by `max_pairs` pairs
-    drawn uniformly (with replacement, seeded). No classifier is trained, so it works with two clips per subject
-    and on subjects never trained on; raises ValueError with fewer than two subjects or no subject with two rows.
+    only centred; kept as given with `standardised=False`), then compared by cosine similarity. Every
+    same-subject pair and every different-subject pair is scored, except that a kind with more than
+    `max_pairs` pairs is replaced by `max_pairs` pairs drawn uniformly (with replacement, seeded). No
+    classifier is trained, so it works with two clips per subject and on subjects never trained on; raises
+    ValueError with fewer than two subjects or no subject with two rows.
     With `labels` (the expressions), only pairs of clips with different labels are scored: in CK+ a subject's
     clips are all different expressions, so otherwise different-subject pairs with a shared expression would
     look alike for a reason that is not identity, and an expression feature would read below 0.5.
@@ -169,9 +178,10 @@ def identity_verification(
         raise ValueError(f"{len(counts)} subject(s): verification needs at least two")
     if counts.max() < 2:
         raise ValueError("no subject has two rows, so there is no same-subject pair to verify")
-    standardised = _fitted_scaler(features).transform(features)
-    norms = np.linalg.norm(standardised, axis=1, keepdims=True)
-    unit_rows = standardised / np.maximum(norms, np.finfo(np.float64).tiny)  # an all-constant row scores 0
+    if standardised:
+        features = _fitted_scaler(features).transform(features)
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    unit_rows = features / np.maximum(norms, np.finfo(np.float64).tiny)  # an all-constant row scores 0
     rng = np.random.default_rng(seed)
     same = _same_subject_pairs(codes, max_pairs, rng)
     different = _different_subject_pairs(codes, max_pairs, rng)
@@ -193,6 +203,21 @@ def identity_verification(
         same_pairs=len(same),
         different_pairs=len(different),
     )
+
+
+def verification_auc(encoder: IdentityEncoder, images: np.ndarray, identity_ids: np.ndarray) -> VerificationResult:
+    """A face recogniser's verification: ROC-AUC and EER of the cosine similarity of its features (as encoded,
+    not standardised) for same- vs different-identity pairs, every pair of `images` scored."""
+    identity_ids = np.asarray(identity_ids)
+    if len(images) != len(identity_ids) or len(np.unique(identity_ids)) < 2:
+        raise ConfigError(
+            f"verification needs one id per image and at least two identities (got {len(images)} images, "
+            f"{len(identity_ids)} ids, {len(np.unique(identity_ids))} identities)"
+        )
+    if np.unique(identity_ids, return_counts=True)[1].max() < 2:
+        raise ConfigError("verification needs at least two images of some identity")
+    every_pair = len(identity_ids) ** 2
+    return identity_verification(encoder.encode(images), identity_ids, max_pairs=every_pair, standardised=False)
 
 
 def _grouped_rows(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

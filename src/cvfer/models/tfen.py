@@ -290,14 +290,14 @@ def identity_scores(adversary: nn.Module, tfe: Tensor, num_frames: int) -> Tenso
 
 
 def _read_state_dict(face_weights: str | Path | Mapping[str, Tensor]) -> Mapping[str, Tensor]:
-    """A state dict given directly or saved with torch.save (optionally under a "state_dict" key);
-    "synthetic" is cvfer's SE-ResNet-18 recogniser of synthetic identities (trained once, then cached)."""
+    """A state dict given directly or saved with torch.save (optionally under a "state_dict" key)."""
     if not isinstance(face_weights, (str, Path)):
         return face_weights
     if str(face_weights) == "synthetic":
-        from cvfer.models.identity import synthetic_tfen_face_weights
-
-        face_weights = synthetic_tfen_face_weights()
+        raise ConfigError(
+            "face_weights='synthetic' names a recogniser cvfer trains on first use, and models train nothing",
+            fix="resolve it first: cvfer.train.identity.resolve_identity_weights('synthetic', 'tfen-face')",
+        )
     path = Path(face_weights)
     loaded = load_torch_file(
         path,

@@ -42,6 +42,7 @@ from cvfer.train.checkpoint import (
 from cvfer.train.config import TrainConfig
 from cvfer.train.distributed import DistributedContext, setup_distributed
 from cvfer.train.history import plot_curves, write_history
+from cvfer.train.identity import resolve_identity_weights
 from cvfer.train.schedules import make_scheduler
 
 PREDICTIONS_CSV = "predictions.csv"
@@ -183,19 +184,28 @@ class _Trainer:
         return self._finish()
 
     def _build_model(self, identity_dim: int | None) -> FERModel:
-        """`create_model` with the dataset's sizes (+ identity_dim / num_subjects where the builder takes them)."""
+        """`create_model` with the dataset's sizes (+ identity_dim / num_subjects where the builder takes them).
+
+        TFEN's `face_weights` ("synthetic": trained once, then cached) is resolved to a file here and kept out of
+        `self.model_cfg`, model.pt's cfg: F's weights travel in model.pt's state dict."""
         config = self.config
+        options = dict(config.model_cfg)
+        face_weights = options.pop("face_weights", None)
         self.model_cfg = {
             "num_classes": len(self.manifest.classes),
             "image_size": _image_size(self.manifest),
             "num_frames": config.num_frames,
             **({"identity_dim": identity_dim} if identity_dim is not None else {}),
             **({"num_subjects": len(self.manifest.subjects())} if builder_accepts(config.model, "num_subjects") else {}),
-            **config.model_cfg,
+            **options,
         }
+        if face_weights is not None and builder_accepts(config.model, "face_weights"):
+            face_weights = resolve_identity_weights(face_weights, "tfen-face")
         torch.manual_seed(config.seed)
         try:
-            model = create_model(config.model, **self.model_cfg)
+            model = create_model(
+                config.model, **self.model_cfg, **({} if face_weights is None else {"face_weights": face_weights})
+            )
         except TypeError as error:  # an option the builder does not take, e.g. --alpha for cnn-lstm
             raise ConfigError(
                 f"model {config.model!r} rejects its options ({error})",
@@ -541,10 +551,11 @@ def _image_size(manifest: Manifest) -> int:
 
 
 def _load_identity_encoder(spec: str) -> Any:
-    """`cvfer.models.identity.load_identity_encoder(spec)`, imported when a model needs z_I."""
+    """f_I for `spec`: "dlib", "synthetic" (trained once, then cached) or a checkpoint path; imported when a
+    model needs z_I."""
     from cvfer.models.identity import load_identity_encoder
 
-    return load_identity_encoder(spec)
+    return load_identity_encoder(spec if spec == "dlib" else resolve_identity_weights(spec))
 
 
 def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
