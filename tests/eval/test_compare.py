@@ -19,8 +19,6 @@ from cvfer.cli import main
 from cvfer.data.manifest import read_manifest
 from cvfer.errors import ConfigError
 from cvfer.eval.compare import (
-    COMPARE_JSON,
-    COMPARE_MD,
     bench_clip_paths,
     compare_config,
     comparison_table,
@@ -29,6 +27,7 @@ from cvfer.eval.compare import (
 )
 from cvfer.models import list_models, register_model
 from cvfer.models.base import FERModel, FEROutput
+from cvfer.runs import COMPARE_JSON, COMPARE_MD
 
 TINY = "test-compare-frame-mean"
 MODELS = [TINY, "cnn-lstm", "no-such-model"]

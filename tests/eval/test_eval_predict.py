@@ -14,7 +14,7 @@ from cvfer.codec import write_video
 from cvfer.errors import CheckpointError
 from cvfer.eval.predict import load_model, predict_paths
 from cvfer.models import create_model
-from cvfer.train.checkpoint import save_inference_model
+from cvfer.runs import save_inference_model
 
 CLASSES = ["anger", "happiness", "surprise"]
 SIZE, NUM_FRAMES = 32, 4

@@ -15,18 +15,17 @@ from cvfer.errors import ConfigError, CvferError, DatasetError
 from cvfer.eval.probes import VerificationResult
 from cvfer.eval.protocol import (
     CVResult,
-    FoldFeatures,
     FoldResult,
     config_with,
     parse_sweep,
     probe_fold,
-    read_predictions,
     run_cv,
     score_fold,
     shared_classes,
     sweep_table,
     write_metrics,
 )
+from cvfer.runs import FoldFeatures, read_predictions
 from cvfer.train import TrainConfig
 
 CLASSES = ["anger", "happiness", "surprise"]

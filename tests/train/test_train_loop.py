@@ -11,8 +11,8 @@ import torch
 
 from cvfer.data.manifest import Manifest
 from cvfer.errors import CheckpointError, ConfigError, CvferError
-from cvfer.eval.protocol import read_features, read_predictions
 from cvfer.models import create_model
+from cvfer.runs import read_features, read_predictions
 from cvfer.train import train
 from cvfer.train import loop as train_loop
 from cvfer.train.loop import epoch_order, global_batches

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cvfer.runs import COMPARE_JSON, COMPARE_MD, MODEL_PT
+
 
 def _run(args: argparse.Namespace) -> int:
-    from cvfer.eval.compare import COMPARE_JSON, COMPARE_MD, comparison_table, run_compare
+    from cvfer.eval.compare import comparison_table, run_compare
 
     result = run_compare(
         args.data,
@@ -47,8 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="cross-validate and time several models the same way; one table",
         description=(
             "Runs `cvfer cv` for each model into OUT/MODEL/ (finished folds are reused, so re-running resumes), "
-            "then times every model's fold-0 model.pt on the same clips, and writes OUT/compare.md and "
-            "OUT/compare.json. Each model starts from its own preset (docs/compare.md); the training options "
+            f"then times every model's fold-0 {MODEL_PT} on the same clips, and writes OUT/{COMPARE_MD} and "
+            f"OUT/{COMPARE_JSON}. Each model starts from its own preset (docs/compare.md); the training options "
             "below override it for every model. A model that fails is listed with its error and the exit code "
             "is 1; the others still run."
         ),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from cvfer.cli.train import add_train_config_arguments, train_config_from_args
 from cvfer.errors import ConfigError
+from cvfer.runs import CONFUSION_PNG, METRICS_JSON, MODEL_PT, REPORT_MD, SWEEP_JSON, SWEEP_MD
 
 
 def _run_cv(args: argparse.Namespace) -> int:
@@ -24,7 +25,7 @@ def _run_cv(args: argparse.Namespace) -> int:
     if args.sweep:
         rows = run_sweep(data, config, args.out, args.sweep, **options)
         print(sweep_table(rows))
-        print(f"wrote {Path(args.out) / 'sweep.md'} and sweep.json")
+        print(f"wrote {Path(args.out) / SWEEP_MD} and {SWEEP_JSON}")
         return 0
     result = run_cv(data, config, args.out, **options)
     summary = result.summary()
@@ -34,7 +35,7 @@ def _run_cv(args: argparse.Namespace) -> int:
         entry = summary[name]
         if entry["folds"]:
             print(f"{name:>24}: {entry['mean']:.4f} ± {entry['std']:.4f} ({entry['folds']} folds)")
-    print(f"wrote {Path(args.out) / 'metrics.json'} and confusion.png")
+    print(f"wrote {Path(args.out) / METRICS_JSON} and {CONFUSION_PNG}")
     return 0
 
 
@@ -106,7 +107,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench = subparsers.add_parser("bench", help="frames per second, parameters and GMACs of test-time models")
     bench.add_argument("videos", nargs="+", help="clips to time (the same clips for every model)")
     bench.add_argument(
-        "--models", required=True, help="comma-separated model.pt paths or registered names (NAME:key=value for options)"
+        "--models", required=True, help=f"comma-separated {MODEL_PT} paths or registered names (NAME:key=value for options)"
     )
     bench.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     bench.add_argument("--batch", default="1,8", help="comma-separated batch sizes (default 1,8)")
@@ -119,12 +120,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.set_defaults(func=_run_bench)
 
     predict = subparsers.add_parser("predict", help="expression of videos (any format PyAV reads) or image folders")
-    predict.add_argument("checkpoint", help="a model.pt written by training")
+    predict.add_argument("checkpoint", help=f"a {MODEL_PT} written by training")
     predict.add_argument("paths", nargs="+", help="video files or folders (of images, or of videos)")
     predict.add_argument("--json", action="store_true", help="print all class probabilities and timings as JSON")
     predict.add_argument("--cache-dir", help="keep re-encoded clips here (default: a temporary folder)")
     predict.set_defaults(func=_run_predict)
 
-    report = subparsers.add_parser("report", help="write RUN/report.md with tables and figures")
+    report = subparsers.add_parser("report", help=f"write RUN/{REPORT_MD} with tables and figures")
     report.add_argument("run", help="a run folder written by `cvfer cv`")
     report.set_defaults(func=_run_report)

@@ -7,6 +7,17 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+from cvfer.runs import (
+    CHECKPOINT_PT,
+    CONFIG_JSON,
+    CURVES_PNG,
+    FEATURES_NPZ,
+    HISTORY_CSV,
+    HISTORY_JSONL,
+    MODEL_PT,
+    PREDICTIONS_CSV,
+)
+
 if TYPE_CHECKING:
     from cvfer.train.config import TrainConfig
 
@@ -44,7 +55,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
 def add_train_config_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """Add the training options that `train_config_from_args` reads (shared by `train` and `cv`)."""
     parser.add_argument("--preset", choices=("demo", "ckplus", "mmi", "afew"), help="start from a preset")
-    parser.add_argument("--config", help="start from a TrainConfig JSON file (e.g. a run's config.json)")
+    parser.add_argument("--config", help=f"start from a TrainConfig JSON file (e.g. a run's {CONFIG_JSON})")
     parser.add_argument("--model", help="registered model name (default mic)")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int, help="global batch size (split over torchrun processes)")
@@ -95,14 +106,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train a model on one fold of a prepared dataset",
         description=(
             "Train on the train clips of fold K of splits.json; the fold's test clips are scored after every "
-            "epoch for monitoring only. Writes checkpoint.pt (every epoch), history.csv/.jsonl, curves.png, "
-            "config.json and, at the end, model.pt, predictions.csv and features.npz into --out. "
+            f"epoch for monitoring only. Writes {CHECKPOINT_PT} (every epoch), {HISTORY_CSV}, {HISTORY_JSONL}, "
+            f"{CURVES_PNG}, {CONFIG_JSON} and, at the end, {MODEL_PT}, {PREDICTIONS_CSV} and {FEATURES_NPZ} "
+            "into --out. "
             "Run under `torchrun --nproc_per_node N` for multi-process training (docs/training.md)."
         ),
     )
     parser.add_argument("--data", required=True, help="prepared dataset folder (manifest.csv, splits.json)")
     parser.add_argument("--fold", type=int, default=0, help="fold of splits.json to train on (default 0)")
     parser.add_argument("--out", required=True, help="run folder")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint.pt")
+    parser.add_argument("--resume", action="store_true", help=f"continue the run in --out from its {CHECKPOINT_PT}")
     add_train_config_arguments(parser)
     parser.set_defaults(func=_run)

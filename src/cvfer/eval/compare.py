@@ -24,10 +24,7 @@ from cvfer.errors import ConfigError, CvferError
 from cvfer.eval.metrics import paired_difference
 from cvfer.eval.protocol import checked_fold_count, run_cv
 from cvfer.io import atomic_write_json, atomic_write_text
-
-COMPARE_MD = "compare.md"
-COMPARE_JSON = "compare.json"
-ERROR_TXT = "error.txt"
+from cvfer.runs import COMPARE_JSON, COMPARE_MD, ERROR_TXT, MODEL_PT, fold_dir, model_run_dir
 
 
 @dataclass
@@ -182,7 +179,7 @@ def run_compare(
     bar = tqdm(names, desc="compare: training", unit="model")
     for name in bar:
         bar.set_postfix_str(name)
-        run_dir = out_dir / name
+        run_dir = model_run_dir(out_dir, name)
         row = ModelComparison(name=name, preset="", train_config={}, run_dir=str(run_dir))
         rows.append(row)
         try:
@@ -214,7 +211,7 @@ def run_compare(
         try:
             timing = benchmark(
                 clips,
-                [str(Path(row.run_dir) / "fold_00" / "model.pt")],
+                [str(fold_dir(row.run_dir, 0) / MODEL_PT)],
                 threads=bench_threads,
                 batch_sizes=(bench_batch,),
                 repeats=bench_repeats,
@@ -331,7 +328,7 @@ def comparison_markdown(result: ComparisonResult) -> str:
         "each subject's clips; chance = 1 / number of test subjects; – where too few clips per subject. Identity "
         "AUC (z_E): same- vs different-subject ROC-AUC of the cosine similarity of the test clips' z_E (unseen "
         "subjects), 0.5 = no identity, 1 = fully recoverable; z_I's, the ceiling, in brackets.",
-        f"- Params and GMACs/clip: the test-time module of fold 0's model.pt. fps: video frames / (pre-processing "
+        f"- Params and GMACs/clip: the test-time module of fold 0's {MODEL_PT}. fps: video frames / (pre-processing "
         f"+ forward) at batch {result.bench_batch}, {result.bench_threads} thread(s), mean of {result.bench_repeats} "
         f"passes over the same {len(result.bench_clips)} clips ({result.bench_frames_per_clip:.0f} frames each on "
         f"average) in one process; bare PyAV decode of every frame: {decode} fps.",

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cvfer.errors import CvferError
+from cvfer.runs import COMPARE_MD, ERROR_TXT, model_run_dir
 
 DEMO_MODELS = ("mic", "mic-mi")
 
@@ -48,7 +49,7 @@ def run_demo(
         raise CvferError(
             "; ".join(f"{row.name} failed: {row.error}" for row in failed),
             out_dir,
-            "see <model>/error.txt there, fix the cause and run the demo again (it resumes)",
+            f"see <model>/{ERROR_TXT} there, fix the cause and run the demo again (it resumes)",
         )
-    report_path = write_report(out_dir / models[0])
-    return DemoResult(data_dir=data_dir, table_path=out_dir / "compare.md", report_path=report_path)
+    report_path = write_report(model_run_dir(out_dir, models[0]))
+    return DemoResult(data_dir=data_dir, table_path=out_dir / COMPARE_MD, report_path=report_path)

@@ -25,9 +25,8 @@ from cvfer import codec
 from cvfer.data.clip import ClipSpec, load_clip, stack_input
 from cvfer.data.manifest import ClipRecord
 from cvfer.errors import CheckpointError, CompressedVideoError, ConfigError, CvferError
-from cvfer.io import load_torch_file
+from cvfer.runs import load_inference_model
 
-CHECKPOINT_KEYS = ("name", "cfg", "classes", "state_dict", "data")
 CACHED_CLIP = "clips/clip.mp4"  # where `encode_clip` (prepare_clip with key "clip") writes
 
 
@@ -160,12 +159,7 @@ def load_model(path: str | Path) -> Predictor:
     """Load an inference checkpoint (`model.pt` written by training) as a `Predictor`."""
     from cvfer.models import create_model
 
-    path = Path(path)
-    fix = "give the model.pt of a training run"
-    checkpoint = load_torch_file(path, "checkpoint", missing_fix=fix, unreadable_fix=fix)
-    missing = [key for key in CHECKPOINT_KEYS if not isinstance(checkpoint, dict) or key not in checkpoint]
-    if missing:
-        raise CheckpointError(f"not an inference checkpoint (missing {missing})", path, "give model.pt, not checkpoint.pt")
+    checkpoint = load_inference_model(path)
     # TFEN's F is in the state dict; model.pt files written before training resolved `face_weights` to a
     # file kept its name ("synthetic"), which only training may resolve.
     cfg = {key: value for key, value in checkpoint["cfg"].items() if key != "face_weights"}

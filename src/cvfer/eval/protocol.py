@@ -9,7 +9,6 @@ With `test_data`, each fold's model is tested on the other dataset's fold over t
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -20,7 +19,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from cvfer.errors import ConfigError, CvferError, DatasetError
+from cvfer.errors import ConfigError, DatasetError
 from cvfer.eval.metrics import classification_summary, mean_std
 from cvfer.eval.probes import (
     ProbeResult,
@@ -30,21 +29,30 @@ from cvfer.eval.probes import (
     linear_probe,
     mutual_information_estimate,
 )
+from cvfer.eval.report import plot_confusion
 from cvfer.io import atomic_write_json, atomic_write_text
-
-FOLD_METRICS = "fold_metrics.json"
-
-
-@dataclass
-class FoldFeatures:
-    """What `features.npz` holds: z_E (and z_I when the model uses it) of a fold's train and test clips."""
-
-    expression: np.ndarray  # z_E, (N, D)
-    identity: np.ndarray | None  # z_I, (N, D_I)
-    labels: np.ndarray  # (N,) int class index
-    subjects: np.ndarray  # (N,) subject id as str
-    is_test: np.ndarray  # (N,) bool
-    classes: list[str] | None = None  # names of the label indices (the training dataset's classes)
+from cvfer.runs import (
+    CHECKPOINT_PT,
+    CONFIG_JSON,
+    CONFUSION_PNG,
+    CV_JSON,
+    FEATURES_NPZ,
+    FOLD_METRICS_JSON,
+    METRICS_JSON,
+    MODEL_PT,
+    PREDICTIONS_CSV,
+    SWEEP_JSON,
+    SWEEP_MD,
+    FoldFeatures,
+    fold_dir,
+    fold_is_trained,
+    read_features,
+    read_predictions,
+    read_run_record,
+    sweep_run_dir,
+    write_metrics_document,
+    write_run_record,
+)
 
 
 @dataclass
@@ -157,56 +165,6 @@ def _recall_from_confusion(confusion: np.ndarray) -> list[float | None]:
     return [None if count == 0 else float(confusion[index, index] / count) for index, count in enumerate(support)]
 
 
-def read_features(path: str | Path) -> FoldFeatures:
-    """Load a fold's `features.npz` (keys `{train,test}_{features,labels,subjects}`, optional `_identity`)."""
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            parts = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError) as error:
-        raise CvferError(f"cannot read features ({error})", path, "re-run the fold to rewrite it") from None
-    needed = [f"{split}_{kind}" for split in ("train", "test") for kind in ("features", "labels", "subjects")]
-    missing = [key for key in needed if key not in parts]
-    if missing:
-        raise CvferError(f"missing arrays {missing}", path, "re-run the fold with this version of cvfer")
-    has_identity = "train_identity" in parts and "test_identity" in parts
-    return FoldFeatures(
-        expression=np.concatenate([parts["train_features"], parts["test_features"]]).astype(np.float32),
-        identity=np.concatenate([parts["train_identity"], parts["test_identity"]]).astype(np.float32)
-        if has_identity
-        else None,
-        labels=np.concatenate([parts["train_labels"], parts["test_labels"]]).astype(np.int64),
-        subjects=np.concatenate([parts["train_subjects"], parts["test_subjects"]]).astype(str),
-        is_test=np.concatenate([np.zeros(len(parts["train_labels"]), bool), np.ones(len(parts["test_labels"]), bool)]),
-        classes=[str(name) for name in parts["classes"]] if "classes" in parts else None,
-    )
-
-
-def read_predictions(path: str | Path, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, predictions) as class indices from a fold's `predictions.csv` (names or indices)."""
-    path = Path(path)
-
-    def index_of(value: str, line: int) -> int:
-        if value in classes:
-            return classes.index(value)
-        try:
-            index = int(value)
-        except ValueError:
-            raise CvferError(f"line {line}: unknown class {value!r}", path) from None
-        if not 0 <= index < len(classes):
-            raise CvferError(f"line {line}: class index {index} out of range", path)
-        return index
-
-    labels, predictions = [], []
-    with path.open(newline="", encoding="utf-8") as handle:
-        for line, row in enumerate(csv.DictReader(handle), start=2):
-            labels.append(index_of(row["label"], line))
-            predictions.append(index_of(row["pred"], line))
-    if not labels:
-        raise CvferError("has no predictions", path, "re-run the fold")
-    return np.asarray(labels), np.asarray(predictions)
-
-
 def probe_fold(features: FoldFeatures, seed: int = 0, mine_steps: int = 300) -> dict[str, Any]:
     """Identity probe on z_E, identity verification on the test clips' z_E (and z_I, the ceiling; pairs of
     different expressions only), expression
@@ -275,19 +233,15 @@ def shared_classes(train_classes: list[str], test_classes: list[str]) -> list[st
     return shared
 
 
-def _fold_is_trained(fold_dir: Path) -> bool:
-    return all((fold_dir / name).is_file() for name in ("model.pt", "predictions.csv", "features.npz"))
-
-
 def _cross_dataset_predictions(
-    fold_dir: Path, test_data: Path, fold: int, classes: list[str], batch_size: int
+    train_dir: Path, test_data: Path, fold: int, classes: list[str], batch_size: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Test a fold's model on the other dataset's test clips of the same fold, over `classes`."""
     from cvfer.data.manifest import read_manifest
     from cvfer.data.splits import read_splits
     from cvfer.eval.predict import load_model
 
-    predictor = load_model(fold_dir / "model.pt")
+    predictor = load_model(train_dir / MODEL_PT)
     manifest = read_manifest(test_data)
     splits = read_splits(test_data)
     if fold >= len(splits.folds):
@@ -310,13 +264,10 @@ RESUMABLE_OPTIONS = ("device", "threads", "cache_dir")
 
 def _check_same_run(record_path: Path, record: dict[str, Any], config: Any) -> None:
     """Refuse to mix a run folder's finished folds with different data or training options."""
-    if not record_path.is_file():
+    previous = read_run_record(record_path)
+    if previous is None:
         return
-    try:
-        previous = json.loads(record_path.read_text(encoding="utf-8"))
-        different = [key for key in ("train_data", "test_data", "seed") if previous.get(key) != record[key]]
-    except (OSError, json.JSONDecodeError, AttributeError):
-        raise ConfigError("is unreadable", record_path, "delete the run folder to start it again") from None
+    different = [key for key in ("train_data", "test_data", "seed") if previous.get(key) != record[key]]
     changed = config.changed_from(previous.get("train_config", {}), ignore=RESUMABLE_OPTIONS)
     different += [f"train_config.{key}" for key in changed]
     if different:
@@ -327,10 +278,10 @@ def _check_same_run(record_path: Path, record: dict[str, Any], config: Any) -> N
         )
 
 
-def _check_fold_config(fold_dir: Path, config: Any) -> None:
+def _check_fold_config(train_dir: Path, config: Any) -> None:
     """Refuse to reuse a fold folder trained with other options (e.g. by `cvfer train` into a cv folder)."""
-    config_path = fold_dir / "config.json"
-    if not _fold_is_trained(fold_dir) or not config_path.is_file():
+    config_path = train_dir / CONFIG_JSON
+    if not fold_is_trained(train_dir) or not config_path.is_file():
         return
     try:
         saved = json.loads(config_path.read_text(encoding="utf-8"))
@@ -340,7 +291,7 @@ def _check_fold_config(fold_dir: Path, config: Any) -> None:
     if changed:
         raise ConfigError(
             f"was trained with other settings ({', '.join(changed)})",
-            fold_dir,
+            train_dir,
             "delete the fold folder, choose a new --out, or repeat the original options",
         )
 
@@ -395,23 +346,23 @@ def run_cv(
         "seed": seed,
         "train_config": config.to_dict(),
     }
-    _check_same_run(out_dir / "cv.json", run_record, config)
+    _check_same_run(out_dir / CV_JSON, run_record, config)
     for fold in range(num_folds):
-        _check_fold_config(out_dir / f"fold_{fold:02d}", config)
-    atomic_write_json(out_dir / "cv.json", run_record)
+        _check_fold_config(fold_dir(out_dir, fold), config)
+    write_run_record(out_dir / CV_JSON, run_record)
     for fold in tqdm(range(num_folds), desc="folds", unit="fold"):
-        fold_dir = out_dir / f"fold_{fold:02d}"
-        metrics_path = fold_dir / FOLD_METRICS
-        if metrics_path.is_file() and _fold_is_trained(fold_dir):
+        train_dir = fold_dir(out_dir, fold)
+        metrics_path = train_dir / FOLD_METRICS_JSON
+        if metrics_path.is_file() and fold_is_trained(train_dir):
             result.folds.append(FoldResult.from_dict(json.loads(metrics_path.read_text(encoding="utf-8"))))
             continue
-        if not _fold_is_trained(fold_dir):
-            train(config, data_dir, fold, fold_dir, resume=(fold_dir / "checkpoint.pt").is_file())
+        if not fold_is_trained(train_dir):
+            train(config, data_dir, fold, train_dir, resume=(train_dir / CHECKPOINT_PT).is_file())
         if test_data is None:
-            labels, predictions = read_predictions(fold_dir / "predictions.csv", classes)
+            labels, predictions = read_predictions(train_dir / PREDICTIONS_CSV, classes)
         else:
-            labels, predictions = _cross_dataset_predictions(fold_dir, Path(test_data), fold, classes, batch_size)
-        probes = probe_fold(read_features(fold_dir / "features.npz"), seed=seed, mine_steps=mine_steps)
+            labels, predictions = _cross_dataset_predictions(train_dir, Path(test_data), fold, classes, batch_size)
+        probes = probe_fold(read_features(train_dir / FEATURES_NPZ), seed=seed, mine_steps=mine_steps)
         fold_result = score_fold(fold, labels, predictions, classes, probes)
         atomic_write_json(metrics_path, fold_result.as_dict())
         result.folds.append(fold_result)
@@ -421,11 +372,9 @@ def run_cv(
 
 def write_metrics(result: CVResult, out_dir: str | Path) -> None:
     """Write `metrics.json` and the summed `confusion.png` of a run."""
-    from cvfer.eval.report import plot_confusion
-
     out_dir = Path(out_dir)
-    atomic_write_json(out_dir / "metrics.json", result.as_dict())
-    plot_confusion(result.summed_confusion(), result.classes, out_dir / "confusion.png", f"{result.model}: all folds")
+    write_metrics_document(out_dir / METRICS_JSON, result.as_dict())
+    plot_confusion(result.summed_confusion(), result.classes, out_dir / CONFUSION_PNG, f"{result.model}: all folds")
 
 
 def parse_sweep(text: str) -> tuple[str, list[str]]:
@@ -455,10 +404,10 @@ def run_sweep(
     name, values = parse_sweep(sweep)
     rows = []
     for value in values:
-        result = run_cv(data_dir, config_with(config, name, value), out_dir / f"{name}={value}", **cv_options)
+        result = run_cv(data_dir, config_with(config, name, value), sweep_run_dir(out_dir, name, value), **cv_options)
         rows.append({"option": name, "value": value, **result.summary()})
-    atomic_write_json(out_dir / "sweep.json", rows)
-    atomic_write_text(out_dir / "sweep.md", sweep_table(rows) + "\n")
+    atomic_write_json(out_dir / SWEEP_JSON, rows)
+    atomic_write_text(out_dir / SWEEP_MD, sweep_table(rows) + "\n")
     return rows
 
 

@@ -8,7 +8,6 @@ by identity, the run's configuration and the software versions.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import platform
@@ -17,8 +16,23 @@ from typing import Any
 
 import numpy as np
 
-from cvfer.errors import CvferError
 from cvfer.io import atomic_savefig, atomic_write_text
+from cvfer.runs import (
+    CV_JSON,
+    FEATURES_NPZ,
+    HISTORY_CSV,
+    METRICS_JSON,
+    PER_CLASS_ACCURACY_PNG,
+    REPORT_CONFUSION_PNG,
+    REPORT_MD,
+    TRAINING_CURVES_PNG,
+    embedding_png,
+    fold_dirs,
+    read_features,
+    read_history,
+    read_metrics_document,
+    read_run_record,
+)
 
 # t-SNE needs enough points for its perplexity to mean something; below this only PCA is drawn.
 TSNE_MIN_POINTS = 30
@@ -71,23 +85,6 @@ def plot_per_class_accuracy(recall: list[float | None], classes: list[str], path
     figure.tight_layout()
     atomic_savefig(path, figure, dpi=120)
     plt.close(figure)
-
-
-def read_history(path: Path) -> dict[str, np.ndarray]:
-    """Numeric columns of a `history.csv` (non-numeric cells become NaN)."""
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    columns: dict[str, np.ndarray] = {}
-    for name in rows[0] if rows else []:
-        values = []
-        for row in rows:
-            try:
-                values.append(float(row[name]))
-            except (TypeError, ValueError):
-                values.append(np.nan)
-        if not all(np.isnan(values)):
-            columns[name] = np.asarray(values)
-    return columns
 
 
 def plot_training_curves(histories: dict[str, dict[str, np.ndarray]], path: str | Path) -> None:
@@ -236,17 +233,11 @@ def metrics_table(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _fold_dirs(run_dir: Path) -> list[Path]:
-    return sorted(path for path in run_dir.glob("fold_*") if path.is_dir())
-
-
 def _embedding_section(run_dir: Path, classes: list[str]) -> list[str]:
-    from cvfer.eval.protocol import read_features
-
-    for fold_dir in _fold_dirs(run_dir):
-        if not (fold_dir / "features.npz").is_file():
+    for fold_dir in fold_dirs(run_dir):
+        if not (fold_dir / FEATURES_NPZ).is_file():
             continue
-        features = read_features(fold_dir / "features.npz")
+        features = read_features(fold_dir / FEATURES_NPZ)
         names = features.classes or classes  # a cross-dataset run's metrics list only the shared classes
         expressions = [names[int(label)] for label in features.labels]
         subjects = [str(subject) for subject in features.subjects]
@@ -254,7 +245,7 @@ def _embedding_section(run_dir: Path, classes: list[str]) -> list[str]:
         methods = ["pca"] + (["tsne"] if len(features.labels) >= TSNE_MIN_POINTS else [])
         for method in methods:
             points = embed_2d(features.expression, method)
-            name = f"embedding_{method}.png"
+            name = embedding_png(method)
             plot_embedding(points, expressions, subjects, run_dir / name, f"z_E, {method.upper()}")
             lines.append(f"![z_E {method}]({name})")
         if len(methods) == 1:
@@ -266,17 +257,9 @@ def _embedding_section(run_dir: Path, classes: list[str]) -> list[str]:
 def write_report(run_dir: str | Path) -> Path:
     """Write `RUN/report.md` and its figures from a finished (or partly finished) `cvfer cv` run."""
     run_dir = Path(run_dir)
-    metrics_path = run_dir / "metrics.json"
-    if not metrics_path.is_file():
-        raise CvferError("no metrics.json; not a finished cross-validation run", run_dir, "run `cvfer cv ... --out RUN` first")
-    try:
-        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
-        classes = list(metrics["classes"])
-        folds = metrics["folds"]
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise CvferError(f"malformed ({error})", metrics_path, "re-run `cvfer cv` to rewrite it") from None
-    config_path = run_dir / "cv.json"
-    config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    metrics = read_metrics_document(run_dir / METRICS_JSON)
+    classes, folds = metrics["classes"], metrics["folds"]
+    config = read_run_record(run_dir / CV_JSON) or {}
 
     lines = [f"# Report: {run_dir.name}", ""]
     lines += [
@@ -296,27 +279,27 @@ def write_report(run_dir: str | Path) -> Path:
         "",
     ]
     summed = np.asarray(metrics["confusion"])
-    plot_confusion(summed, classes, run_dir / "report_confusion.png", "Confusion matrix (all folds)")
-    plot_per_class_accuracy(metrics["per_class_recall"], classes, run_dir / "per_class_accuracy.png")
-    lines += ["## Confusion matrix and per-class accuracy", "", "![confusion](report_confusion.png)", ""]
-    lines += ["![per-class accuracy](per_class_accuracy.png)", ""]
+    plot_confusion(summed, classes, run_dir / REPORT_CONFUSION_PNG, "Confusion matrix (all folds)")
+    plot_per_class_accuracy(metrics["per_class_recall"], classes, run_dir / PER_CLASS_ACCURACY_PNG)
+    lines += ["## Confusion matrix and per-class accuracy", "", f"![confusion]({REPORT_CONFUSION_PNG})", ""]
+    lines += [f"![per-class accuracy]({PER_CLASS_ACCURACY_PNG})", ""]
     lines += ["| class | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
     lines += ["| recall | " + " | ".join(_percent(value) for value in metrics["per_class_recall"]) + " |", ""]
 
     histories = {
-        fold_dir.name: read_history(fold_dir / "history.csv")
-        for fold_dir in _fold_dirs(run_dir)
-        if (fold_dir / "history.csv").is_file()
+        fold_dir.name: read_history(fold_dir / HISTORY_CSV)
+        for fold_dir in fold_dirs(run_dir)
+        if (fold_dir / HISTORY_CSV).is_file()
     }
     histories = {name: history for name, history in histories.items() if history}
     if histories:
-        plot_training_curves(histories, run_dir / "training_curves.png")
-        lines += ["## Training curves", "", "![training curves](training_curves.png)", ""]
+        plot_training_curves(histories, run_dir / TRAINING_CURVES_PNG)
+        lines += ["## Training curves", "", f"![training curves]({TRAINING_CURVES_PNG})", ""]
 
     lines += _embedding_section(run_dir, classes)
     lines += ["## Configuration", "", "```json", json.dumps(config, indent=2, sort_keys=True, default=str), "```", ""]
     lines += ["## Versions", "", "| package | version |", "|---|---|"]
     lines += [f"| {name} | {version} |" for name, version in software_versions().items()]
-    report_path = run_dir / "report.md"
+    report_path = run_dir / REPORT_MD
     atomic_write_text(report_path, "\n".join(lines) + "\n")
     return report_path

@@ -1,4 +1,4 @@
-"""Training checkpoints (everything needed to resume bit-exactly) and the inference `model.pt`."""
+"""Training checkpoints (`checkpoint.pt`): everything needed to resume a run bit-exactly."""
 
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ import torch
 from cvfer.errors import CheckpointError
 from cvfer.io import atomic_torch_save, load_torch_file
 
-CHECKPOINT_NAME = "checkpoint.pt"
-MODEL_NAME = "model.pt"
 CHECKPOINT_VERSION = 1
 
 
@@ -105,17 +103,3 @@ def restore_training_state(
             f"does not match the model ({error})", path, "resume with the same model and options"
         ) from None
     restore_rng_state(checkpoint["rng"])
-
-
-def save_inference_model(
-    path: str | Path,
-    *,
-    name: str,
-    cfg: dict[str, Any],
-    classes: list[str],
-    module: torch.nn.Module,
-    data: dict[str, Any],
-) -> None:
-    """Write `model.pt`: what `cvfer predict` needs to rebuild the test-time model and its input."""
-    state_dict = {key: value.detach().cpu() for key, value in module.state_dict().items()}
-    atomic_torch_save(path, {"name": name, "cfg": cfg, "classes": list(classes), "state_dict": state_dict, "data": data})

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from cvfer.errors import ConfigError
+from cvfer.runs import CONFIG_JSON
 
 # Accepted Python types of each annotation used by TrainConfig (JSON gives ints where floats are meant).
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
@@ -244,7 +245,7 @@ def build_config(
     if config_path:
         path = Path(config_path)
         if not path.is_file():
-            raise ConfigError("missing", path, "give an existing TrainConfig JSON file (a run's config.json)")
+            raise ConfigError("missing", path, f"give an existing TrainConfig JSON file (a run's {CONFIG_JSON})")
         start = TrainConfig.from_json(path.read_text(encoding="utf-8"), source=path)
     elif preset:
         start = preset_config(preset)

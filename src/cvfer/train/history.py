@@ -1,35 +1,18 @@
-"""Per-epoch metrics of a run: `history.csv`, `history.jsonl` and the loss/accuracy curves `curves.png`."""
+"""The loss/accuracy curves `curves.png` of a run's per-epoch history (`cvfer.runs.write_history`)."""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 from pathlib import Path
 from typing import Any
 
-from cvfer.io import atomic_savefig, atomic_write_text
+from cvfer.io import atomic_savefig
+from cvfer.runs import CURVES_PNG
 
-HISTORY_CSV = "history.csv"
-HISTORY_JSONL = "history.jsonl"
-CURVES_PNG = "curves.png"
 # Columns that are accuracies (drawn on the right-hand panel, as is any column naming "acc"); every other
 # numeric column is a logged training term (losses, MI estimate, schedule weights such as MIC's beta).
 ACCURACY_COLUMNS = ("train_acc", "val_war", "val_uar", "test_war", "test_uar")
 NOT_PLOTTED = ("epoch", "step", "skipped_steps")
-
-
-def write_history(out_dir: str | Path, rows: list[dict[str, Any]]) -> None:
-    """Rewrite `history.csv` and `history.jsonl` with all `rows` (one per epoch), atomically."""
-    out_dir = Path(out_dir)
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", restval="")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(out_dir / HISTORY_CSV, buffer.getvalue())
-    atomic_write_text(out_dir / HISTORY_JSONL, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
 
 
 def plot_curves(out_dir: str | Path, rows: list[dict[str, Any]]) -> None:

@@ -8,9 +8,7 @@ or gradient is not finite is skipped (all groups), and `max_bad_steps` bad steps
 
 from __future__ import annotations
 
-import csv
 import functools
-import io
 import math
 import random
 import warnings
@@ -27,28 +25,30 @@ from cvfer.data.manifest import Manifest, read_manifest
 from cvfer.data.splits import Fold, read_splits
 from cvfer.errors import CheckpointError, ConfigError, CvferError, DatasetError
 from cvfer.eval.metrics import accuracy, mean_class_accuracy
-from cvfer.io import atomic_open, atomic_write_json, atomic_write_text
+from cvfer.io import atomic_write_json, atomic_write_text
 from cvfer.models import create_model
 from cvfer.models.base import FERModel, FEROutput, TrainState
 from cvfer.models.registry import builder_accepts
-from cvfer.train.checkpoint import (
-    CHECKPOINT_NAME,
-    MODEL_NAME,
-    load_checkpoint,
-    restore_training_state,
-    save_checkpoint,
+from cvfer.runs import (
+    CHECKPOINT_PT,
+    CONFIG_JSON,
+    FEATURES_NPZ,
+    MODEL_PT,
+    PREDICTIONS_CSV,
+    RESULT_JSON,
+    SplitFeatures,
     save_inference_model,
+    write_features,
+    write_history,
+    write_predictions,
 )
+from cvfer.train.checkpoint import load_checkpoint, restore_training_state, save_checkpoint
 from cvfer.train.config import TrainConfig
 from cvfer.train.distributed import DistributedContext, setup_distributed
-from cvfer.train.history import plot_curves, write_history
+from cvfer.train.history import plot_curves
 from cvfer.train.identity import resolve_identity_weights
 from cvfer.train.schedules import make_scheduler
 
-PREDICTIONS_CSV = "predictions.csv"
-FEATURES_NPZ = "features.npz"
-CONFIG_JSON = "config.json"
-RESULT_JSON = "result.json"
 # Options that may change when resuming: where it runs, its patience, and extending it to more epochs.
 RESUMABLE_CHANGES = ("epochs", "device", "threads", "cache_dir", "max_bad_steps")
 EVAL_BATCH = 64
@@ -130,7 +130,7 @@ class _Trainer:
         self.fold = fold
         self.out_dir = out_dir
         self.context = context
-        self.checkpoint_path = out_dir / CHECKPOINT_NAME
+        self.checkpoint_path = out_dir / CHECKPOINT_PT
 
     # ----------------------------------------------------------------- setup
     def run(self, resume: bool) -> TrainResult:
@@ -335,7 +335,7 @@ class _Trainer:
                         raise CvferError(
                             f"training diverged: {self.bad_in_a_row} steps in a row had non-finite losses or gradients "
                             f"(epoch {epoch + 1}, step {self.step})",
-                            fix="lower --lr, or check the data; the last good state is in checkpoint.pt",
+                            fix=f"lower --lr, or check the data; the last good state is in {CHECKPOINT_PT}",
                         )
                 self.step += 1
                 good_so_far = max(position + 1 - skipped, 1)
@@ -451,7 +451,7 @@ class _Trainer:
         final = self.history[-1] if self.history else {}
         result = TrainResult(
             out_dir=self.out_dir,
-            model_path=self.out_dir / MODEL_NAME,
+            model_path=self.out_dir / MODEL_PT,
             epochs=len(self.history),
             history=self.history,
             test_war=float(final.get("test_war", math.nan)),
@@ -476,31 +476,23 @@ class _Trainer:
             },
         )
         test_probabilities, test_features = self._predict(data.test)
-        self._write_predictions(test_probabilities)
-        train_features = self._predict(data.train)[1]
-        arrays: dict[str, np.ndarray] = {"classes": np.array(self.manifest.classes)}
-        for name, dataset, features in (("train", data.train, train_features), ("test", data.test, test_features)):
-            arrays[f"{name}_features"] = features.astype(np.float32)
-            arrays[f"{name}_labels"] = dataset.labels.numpy()
-            arrays[f"{name}_subjects"] = np.array([clip.subject for clip in dataset.records])
-            arrays[f"{name}_paths"] = np.array(dataset.paths)
-            if dataset.identity is not None:
-                arrays[f"{name}_identity"] = dataset.identity.numpy()
-        with atomic_open(self.out_dir / FEATURES_NPZ, "wb") as handle:
-            np.savez(handle, **arrays)
+        write_predictions(
+            self.out_dir / PREDICTIONS_CSV,
+            data.test.paths,
+            data.test.labels.tolist(),
+            test_probabilities,
+            self.manifest.classes,
+        )
+        write_features(
+            self.out_dir / FEATURES_NPZ,
+            self.manifest.classes,
+            train=_split_features(data.train, self._predict(data.train)[1]),
+            test=_split_features(data.test, test_features),
+        )
         summary = {"epochs": result.epochs, "test_war": result.test_war, "test_uar": result.test_uar}
         summary |= {"skipped_clips": result.skipped_clips, "fold": self.fold, "data": str(self.data_dir)}
         atomic_write_json(self.out_dir / RESULT_JSON, summary)
         return result
-
-    def _write_predictions(self, probabilities: np.ndarray) -> None:
-        classes = self.manifest.classes
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["path", "label", "pred", *(f"p_{name}" for name in classes)])
-        for path, label, row in zip(self.data.test.paths, self.data.test.labels.tolist(), probabilities, strict=True):
-            writer.writerow([path, classes[label], classes[int(row.argmax())], *(f"{value:.6f}" for value in row)])
-        atomic_write_text(self.out_dir / PREDICTIONS_CSV, buffer.getvalue())
 
 
 def _parameter_groups(model: FERModel) -> dict[str, list[torch.nn.Parameter]]:
@@ -528,6 +520,17 @@ def _hold_out_subjects(manifest: Manifest, paths: list[str], fraction: float, se
         raise ConfigError(f"val_fraction {fraction} leaves no training subject ({len(subjects)} subjects)")
     held = set(np.random.default_rng(seed).permutation(subjects)[:held_count].tolist())
     return [p for p in paths if subject_of.get(p) not in held], [p for p in paths if subject_of.get(p) in held]
+
+
+def _split_features(dataset: ClipDataset, features: np.ndarray) -> SplitFeatures:
+    """`features.npz`'s rows of `dataset`: z_E `features` with the clips' labels, subjects, paths and z_I."""
+    return SplitFeatures(
+        features=features,
+        labels=dataset.labels.numpy(),
+        subjects=[clip.subject for clip in dataset.records],
+        paths=dataset.paths,
+        identity=None if dataset.identity is None else dataset.identity.numpy(),
+    )
 
 
 def _face_cropped(manifest: Manifest) -> bool:
