@@ -245,6 +245,13 @@ def _identity_auc_cell(summary: dict[str, dict[str, float]] | None) -> str:
     return auc if ceiling == "–" else f"{auc} (z_I {ceiling})"
 
 
+def _mutual_information_cell(summary: dict[str, dict[str, float]] | None) -> str:
+    """The post-hoc MI(z_E; z_I) estimate in nats, with its shuffled-pairs null in brackets."""
+    estimate = _mean_std_cell(summary, "mutual_information", scale=1.0, digits=2)
+    null = _mean_std_cell(summary, "mutual_information_null", scale=1.0, digits=2)
+    return estimate if null == "–" else f"{estimate} (null {null.split(' ± ')[0]})"
+
+
 def _chance_cell(summary: dict[str, dict[str, float]] | None) -> str:
     if summary is None or math.isnan(summary["identity_probe_chance"]["mean"]):
         return "–"
@@ -254,9 +261,9 @@ def _chance_cell(summary: dict[str, dict[str, float]] | None) -> str:
 def comparison_table(result: ComparisonResult) -> str:
     """The markdown table: one row per model, "failed" in the rows of models that failed."""
     lines = [
-        "| model | WAR (%) | UAR (%) | identity from z_E (%) | identity chance (%) | identity AUC (z_E) | params (M) "
-        "| GMACs/clip | fps |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | WAR (%) | UAR (%) | identity from z_E (%) | identity chance (%) | identity AUC (z_E) "
+        "| MI(z_E; z_I) (nats) | params (M) | GMACs/clip | fps |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result.models:
         timing = row.timing
@@ -276,6 +283,7 @@ def comparison_table(result: ComparisonResult) -> str:
             _mean_std_cell(row.summary, "identity_probe_accuracy"),
             _chance_cell(row.summary),
             _identity_auc_cell(row.summary),
+            _mutual_information_cell(row.summary),
         ]
         lines.append("| " + " | ".join([name.replace("|", "/"), *accuracy, *cost]) + " |")
     return "\n".join(lines)
@@ -283,7 +291,11 @@ def comparison_table(result: ComparisonResult) -> str:
 
 # Training options the notes name only where a run changed them from the TrainConfig defaults.
 NOTED_IF_CHANGED = ("critic_steps", "group_lr", "weight_decay")
-PAIRED_SCORES = (("war", "WAR"), ("identity_probe_accuracy", "identity from z_E"))
+PAIRED_SCORES = (
+    ("war", "WAR"),
+    ("identity_probe_accuracy", "identity from z_E"),
+    ("identity_verification_auc", "identity AUC (z_E) ×100"),
+)
 
 
 def paired_section(result: ComparisonResult) -> list[str]:
@@ -304,6 +316,9 @@ def paired_section(result: ComparisonResult) -> list[str]:
         cells = []
         for key, _ in PAIRED_SCORES:
             paired = paired_difference(reference.fold_scores[key], row.fold_scores[key])  # type: ignore[index]
+            if math.isnan(paired.mean):  # no fold has this score (e.g. no identity probe on CK+-style data)
+                cells += ["–", "–", "–"]
+                continue
             p_value = "–" if math.isnan(paired.p_value) else f"{paired.p_value:.2f}"
             cells += [f"{100 * paired.mean:+.2f}", f"{paired.wins} / {paired.losses} / {paired.ties}", p_value]
         lines.append(f"| {row.name} | " + " | ".join(cells) + " |")
@@ -327,7 +342,9 @@ def comparison_markdown(result: ComparisonResult) -> str:
         "- Identity from z_E: linear-probe subject accuracy on each fold's expression features, held-out half of "
         "each subject's clips; chance = 1 / number of test subjects; – where too few clips per subject. Identity "
         "AUC (z_E): same- vs different-subject ROC-AUC of the cosine similarity of the test clips' z_E (unseen "
-        "subjects), 0.5 = no identity, 1 = fully recoverable; z_I's, the ceiling, in brackets.",
+        "subjects, pairs of different expressions), 0.5 = no identity, 1 = fully recoverable; z_I's, the ceiling, "
+        "in brackets. MI(z_E; z_I): a fresh MINE's held-out DV estimate after training, with the same estimator on "
+        "shuffled pairs (the null) in brackets; a value near or below its null means no measurable MI.",
         f"- Params and GMACs/clip: the test-time module of fold 0's {MODEL_PT}. fps: video frames / (pre-processing "
         f"+ forward) at batch {result.bench_batch}, {result.bench_threads} thread(s), mean of {result.bench_repeats} "
         f"passes over the same {len(result.bench_clips)} clips ({result.bench_frames_per_clip:.0f} frames each on "
