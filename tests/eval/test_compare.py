@@ -27,7 +27,9 @@ from cvfer.eval.compare import (
 )
 from cvfer.models import list_models, register_model
 from cvfer.models.base import FERModel, FEROutput
+from cvfer.models.registry import compare_preset
 from cvfer.runs import COMPARE_JSON, COMPARE_MD
+from cvfer.train.config import TrainConfig, build_config
 
 TINY = "test-compare-frame-mean"
 MODELS = [TINY, "cnn-lstm", "no-such-model"]
@@ -190,3 +192,23 @@ def test_notes_name_training_options_changed_from_the_defaults():
     result = ComparisonResult("data", 1, ["a.mp4"], 10.0, 1, 1, 1, None, [row("mic", critic_steps=5), row("mic-mi")])
     notes = {line.split("`")[1]: line for line in comparison_markdown(result).splitlines() if line.startswith("- `")}
     assert "critic_steps 5" in notes["mic"] and "critic_steps" not in notes["mic-mi"]
+
+
+def test_every_model_starts_from_the_preset_its_system_registers():
+    for name in [name for name in list_models() if not name.startswith("test-")]:
+        preset = compare_preset(name)
+        config, note = compare_config(name, {"epochs": 2, "lr": None}, ["seed=3", f"{name}:batch_size=4"])
+        if preset is None:
+            assert config == TrainConfig(model=name, epochs=2, seed=3, batch_size=4)
+            assert note == "TrainConfig defaults (no preset)"
+        else:
+            layers = {"options": {"model": name, "epochs": 2}, "settings": ["seed=3", "batch_size=4"]}
+            assert config == build_config(preset=preset, **layers) and note.startswith(f"{preset} preset (")
+    assert compare_config("cnn-lstm")[1] == "TrainConfig defaults (no preset)"
+    assert compare_config("mic-mv")[1] == "demo preset (MIC settings for CPU)"
+
+
+def test_malformed_settings_are_refused_before_any_model_runs(tiny_data, tmp_path):
+    with pytest.raises(ConfigError, match=r"--set 'lr' is not key=value"):
+        run_compare(tiny_data, [TINY], tmp_path / "run", settings=["lr"])
+    assert not (tmp_path / "run").exists()

@@ -114,6 +114,16 @@ def test_sweep_parsing_and_table():
     assert "| identity AUC (z_E) |" in table and "| – | 0.60 ± 0.05 (z_I 0.50 ± 0.10) | – | – |" in table
 
 
+def test_sweep_names_are_checked_like_preset_keys():
+    config = TrainConfig(model="mic")
+    with pytest.raises(ConfigError, match=r"unknown options \['alpah'\] for model 'mic'"):
+        config_with(config, "alpah", "0.1")
+    assert config_with(config, "model.alpah", "1").model_cfg == {"alpah": 1}  # explicit model options go to the model
+    assert config_with(TrainConfig(model="cnn-lstm"), "hidden_size", "64").model_cfg == {"hidden_size": 64}
+    with pytest.raises(ConfigError, match="bad sweep 'alpha=': no values"):
+        parse_sweep("alpha=")
+
+
 def test_shared_classes_keep_training_order():
     assert shared_classes(["anger", "fear", "happiness"], ["happiness", "anger", "neutral"]) == ["anger", "happiness"]
     with pytest.raises(DatasetError, match="no class in common"):

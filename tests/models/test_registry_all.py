@@ -7,12 +7,14 @@ that group (the trainer's `torch.autograd.grad(loss, group)`), and log plain fin
 
 from __future__ import annotations
 
+import dataclasses
 
 import pytest
 import torch
 
 from cvfer.models import create_model, list_models, registry
 from cvfer.models.base import BATCH_KEYS, FERModel, FEROutput, TrainState
+from cvfer.train.config import TrainConfig, build_config
 
 NUM_CLASSES, SIZE, FRAMES, IDENTITY_DIM, SUBJECTS, BATCH = 5, 32, 3, 16, 4, 2
 # Steps tried so that alternating schedules (e.g. an adversary every S steps) step every group once.
@@ -106,3 +108,32 @@ def test_ablation_builders_fix_their_components() -> None:
     with pytest.raises(TypeError, match="decoupling"):
         create_model("tfen", decoupling="none")
     assert create_model("tfen-no-adversary", image_size=SIZE, num_frames=FRAMES).adversary is None
+
+
+# Every preset of every system, with each model it serves: the system's variants.
+PRESETS = [(name, preset) for name in list_models() for preset in registry.model_presets(name)]
+
+
+@pytest.mark.parametrize(("name", "preset"), PRESETS)
+def test_every_registered_preset_is_valid_for_each_variant(name: str, preset: str) -> None:
+    """A preset names a model of its system, and each key is a TrainConfig field or an option of that model's
+    builder (what `TrainConfig.from_flat` checks); a variant started from it gets only options it takes."""
+    settings = registry.model_presets(name)[preset].settings
+    assert registry.same_family(name, settings["model"])
+    fields = {item.name for item in dataclasses.fields(TrainConfig)}
+    assert set(settings) <= fields | set(registry.builder_options(settings["model"]))
+    assert TrainConfig.from_flat(settings).model == settings["model"]
+    config = build_config(preset=preset, options={"model": name})
+    assert config.model == name and set(config.model_cfg) <= set(registry.builder_options(name))
+
+
+def test_presets_are_registered_once_per_system_with_their_comparison_start() -> None:
+    assert registry.compare_preset("mic-mv") == "demo" and registry.compare_preset("no-such-model") is None
+    assert registry.compare_preset("tfen-no-3d") == registry.compare_preset("ceflnet-sal") == "cpu"
+    assert registry.compare_preset("cnn-lstm") is None and registry.model_presets("no-such-model") == {}
+    demo = registry.model_presets("mic")["demo"]
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register_presets("mic-mi", {"demo": demo}, compare="demo")
+    with pytest.raises(ValueError, match="before its presets"):
+        registry.register_presets("no-such-model", {"demo": demo}, compare="demo")
+    assert not registry.builder_accepts("tfen-no-face-decoupling", "face_weights")  # no F: a preset's F is dropped

@@ -1,7 +1,10 @@
-"""TrainConfig (JSON, --set, presets × models, f_I "auto"), the lr schedules and the `cvfer train` verb."""
+"""TrainConfig (JSON, --set, presets × models, f_I "auto", flags, resumable options), the lr schedules and the
+`cvfer train` verb."""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -14,9 +17,15 @@ import torch
 from cvfer.cli import main
 from cvfer.errors import CheckpointError, ConfigError, DatasetError
 from cvfer.models import create_model, list_models, register_model
-from cvfer.models.registry import builder_accepts
+from cvfer.models.registry import builder_accepts, model_presets
 from cvfer.train import TrainConfig, preset_config, preset_names
-from cvfer.train.config import build_config, identity_encoder_for
+from cvfer.train.config import (
+    build_config,
+    identity_encoder_for,
+    parse_value,
+    resumable_options,
+    split_assignment,
+)
 from cvfer.train.schedules import make_scheduler, schedule_factor
 
 
@@ -226,3 +235,109 @@ def test_a_preset_gives_its_model_options_to_variants_of_its_own_system_only():
     assert tfen.model == "tfen" and "alpha" not in tfen.model_cfg and tfen.epochs == 100
     no_rec = build_config(preset="ckplus", options={"model": "mic-no-rec"})
     assert no_rec.model_cfg["alpha"] == 0.1
+
+
+def test_one_key_value_parser() -> None:
+    assert split_assignment(" lr =0.1", "--set", "e.g. lr=0.1") == ("lr", "0.1")
+    assert split_assignment('group_lr={"k": "a=b"}', "--set", "") == ("group_lr", '{"k": "a=b"}')
+    values = ["0.1", "3", "true", "null", "[30, 60]", "dlib", "weights/f.pt", ""]
+    assert [parse_value(text) for text in values] == [0.1, 3, True, None, [30, 60], "dlib", "weights/f.pt", ""]
+    for bad in ("lr", "=1", " =1"):
+        with pytest.raises(ConfigError, match=rf"^--set '{bad}' is not key=value \(e\.g\. lr=1\)$"):
+            split_assignment(bad, "--set", "e.g. lr=1")
+
+
+def test_flat_settings_take_training_fields_and_the_models_options_only() -> None:
+    with pytest.raises(ConfigError, match=r"unknown options \['alpah'\] for model 'tfen' \(use TrainConfig .*'alpha'"):
+        TrainConfig.from_flat({"model": "tfen", "lr": 0.01, "alpah": 1.0})
+    with pytest.raises(ConfigError, match=r"unknown options \['hidden_size'\] for model 'mic'"):
+        TrainConfig.from_flat({"hidden_size": 8})  # no model named: the default model's options
+    with pytest.raises(ConfigError, match=r"unknown options \['alpha'\] for model 'mic-mi'"):
+        TrainConfig.from_flat({"model": "mic-mi", "alpha": 0.1})  # fixed by the variant
+    flat = TrainConfig(model="cnn-lstm", model_cfg={"dropout": 0.1}).with_flat({"hidden_size": 8, "epochs": 2})
+    assert (flat.epochs, flat.model_cfg) == (2, {"dropout": 0.1, "hidden_size": 8})
+
+
+def test_presets_are_registered_beside_their_models_and_work_for_every_model_that_has_them(fake_data) -> None:
+    assert set(model_presets("mic-no-rec")) == {"ckplus", "mmi", "afew", "demo"}
+    assert set(model_presets("tfen-no-3d")) == set(model_presets("ceflnet")) == {"paper", "cpu"}
+    assert model_presets("cnn-lstm") == {} and preset_names("tfen") == ["afew", "ckplus", "cpu", "demo", "mmi", "paper"]
+    tfen = build_config(preset="paper", options={"model": "tfen-no-3d"})
+    assert (tfen.model, tfen.epochs, tfen.optimizer, tfen.num_frames) == ("tfen-no-3d", 300, "sgd", 7)
+    assert tfen.model_cfg == {"input_size": 224, "alpha": 5.0, "adversary_every": 3}
+    assert build_config(preset="paper", settings=["model=tfen", "epochs=2"]).optimizer == "sgd"  # --set chooses too
+    ceflnet = _config_from_cli("train", "--data", str(fake_data), "--preset", "cpu", "--model", "ceflnet-sal")
+    assert (ceflnet.model, ceflnet.num_frames, ceflnet.lr_schedule, ceflnet.model_cfg["input_size"]) == (
+        "ceflnet-sal", 16, "cosine", None
+    )
+    # MIC's presets serve any model (test_every_preset_builds_every_model); others only their own system.
+    with pytest.raises(ConfigError, match=r"unknown preset 'paper' for model 'mic' \(presets are mic's, for any "
+                       r"model: afew, ckplus, demo, mmi\)"):
+        build_config(preset="paper")
+    with pytest.raises(ConfigError, match=r"for model 'tfen' \(presets are tfen's own: cpu, paper; mic's, for any"):
+        build_config(preset="ferplus", options={"model": "tfen"})
+    with pytest.raises(ConfigError, match=r"for model 'cnn-lstm' \(presets are cnn-lstm's own: none; mic's"):
+        _config_from_cli("cv", "--data", str(fake_data), "--preset", "cpu", "--model", "cnn-lstm")
+
+
+def test_resumable_options_are_marked_on_the_fields() -> None:
+    assert set(resumable_options(from_checkpoint=True)) == {"epochs", "device", "threads", "cache_dir", "max_bad_steps"}
+    assert set(resumable_options(from_checkpoint=False)) == {"device", "threads", "cache_dir"}
+
+
+# The training flags as they were written by hand: flag → (type, choices); None = a switch (store_true).
+HAND_WRITTEN_TRAIN_FLAGS: dict[str, tuple[type, tuple[str, ...] | None] | None] = {
+    "--model": (str, None),
+    "--epochs": (int, None),
+    "--batch-size": (int, None),
+    "--lr": (float, None),
+    "--num-frames": (int, None),
+    "--critic-steps": (int, None),
+    "--critic-first": None,
+    "--identity-encoder": (str, None),
+    "--seed": (int, None),
+    "--device": (str, ("cpu", "cuda")),
+    "--threads": (int, None),
+    "--cache-dir": (str, None),
+}
+HAND_WRITTEN_COMPARE_FLAGS = ("--epochs", "--batch-size", "--lr", "--num-frames", "--identity-encoder", "--threads",
+                              "--device", "--seed", "--cache-dir")
+
+
+def _verb_actions(verb: str) -> dict[str, argparse.Action]:
+    from cvfer.cli import build_parser
+
+    verbs = next(action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction))
+    return {flag: action for action in verbs.choices[verb]._actions for flag in action.option_strings}
+
+
+@pytest.mark.parametrize("verb", ["train", "cv", "compare"])
+def test_generated_training_flags_match_the_hand_written_ones(verb: str) -> None:
+    fields = {field.name for field in dataclasses.fields(TrainConfig)}
+    actions = _verb_actions(verb)
+    generated = {flag for flag, action in actions.items() if action.dest in fields}
+    if verb == "compare":  # --models names the models; the critic flags are new there
+        assert generated == {*HAND_WRITTEN_COMPARE_FLAGS, "--critic-steps", "--critic-first"}
+    else:
+        assert generated == set(HAND_WRITTEN_TRAIN_FLAGS)
+    for flag in generated:
+        action = actions[flag]
+        assert action.dest == flag[2:].replace("-", "_") and action.default is None and action.help
+        if HAND_WRITTEN_TRAIN_FLAGS[flag] is None:
+            assert isinstance(action, argparse._StoreTrueAction)
+        else:
+            assert (action.type, action.choices) == HAND_WRITTEN_TRAIN_FLAGS[flag]
+    explicit = {"--set"} if verb == "compare" else {"--set", "--preset", "--config", "--alpha", "--mi-estimator"}
+    assert explicit <= set(actions)
+
+
+def test_generated_flags_reach_the_config(fake_data) -> None:
+    options = ["--preset", "demo", "--model", "mic-mv", "--batch-size", "4", "--lr", "0.5", "--num-frames", "3",
+               "--critic-steps", "2", "--critic-first", "--identity-encoder", "dlib", "--seed", "7", "--device", "cpu",
+               "--threads", "1", "--cache-dir", "cache", "--mi-estimator", "club"]
+    config = _config_from_cli("train", "--data", str(fake_data), *options)
+    assert (config.model, config.epochs, config.batch_size, config.lr, config.num_frames) == ("mic-mv", 6, 4, 0.5, 3)
+    assert (config.critic_steps, config.critic_first, config.identity_encoder, config.seed) == (2, True, "dlib", 7)
+    assert (config.threads, config.cache_dir) == (1, "cache")
+    assert config.model_cfg == {"beta_epochs": 4, "mi_estimator": "club"}
+    assert _config_from_cli("train", "--data", str(fake_data)).critic_first is False  # a switch not given: default

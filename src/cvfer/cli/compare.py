@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cvfer.cli.train import add_training_flags, training_flag_values
 from cvfer.runs import COMPARE_JSON, COMPARE_MD, MODEL_PT
 
 
@@ -16,17 +17,7 @@ def _run(args: argparse.Namespace) -> int:
         args.models.split(","),
         args.out,
         num_folds=args.folds,
-        options={
-            "epochs": args.epochs,
-            "batch_size": args.batch_size,
-            "lr": args.lr,
-            "num_frames": args.num_frames,
-            "identity_encoder": args.identity_encoder,
-            "threads": args.threads,
-            "device": args.device,
-            "seed": args.seed,
-            "cache_dir": args.cache_dir,
-        },
+        options=training_flag_values(args),
         settings=args.set,
         bench_clips=args.bench_clips,
         bench_threads=args.bench_threads,
@@ -66,19 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--bench-batch", type=int, default=1, help="clips per forward pass while timing (default 1)")
     bench.add_argument("--bench-repeats", type=int, default=3, help="timed passes over the clips (default 3)")
     train = parser.add_argument_group("training options for every model (see cvfer.train.TrainConfig)")
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--lr", type=float)
-    train.add_argument("--num-frames", type=int)
-    train.add_argument(
-        "--identity-encoder",
-        help="frozen face recogniser for models using z_I: auto (default: synthetic on `cvfer synth` data, else "
-        "dlib), synthetic, dlib or a path",
-    )
-    train.add_argument("--threads", type=int, help="torch intra-op threads while training (0: torch's default)")
-    train.add_argument("--device", choices=("cpu", "cuda"))
-    train.add_argument("--seed", type=int)
-    train.add_argument("--cache-dir", help="decoded-input cache shared by runs")
+    add_training_flags(train, exclude=("model",))  # --models names them
     train.add_argument(
         "--set",
         action="append",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import Any
 
 from cvfer.runs import (
     CHECKPOINT_PT,
@@ -17,34 +17,17 @@ from cvfer.runs import (
     MODEL_PT,
     PREDICTIONS_CSV,
 )
-
-if TYPE_CHECKING:
-    from cvfer.train.config import TrainConfig
+from cvfer.train.config import TrainConfig, build_config, flag_fields, value_type
 
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The `TrainConfig` of the options `add_train_config_arguments` adds: preset / JSON file, options, model
     options, then --set; f_I "auto" resolved for the training data (--data, or cv's --train-data), so cv.json
     and every fold record the same f_I."""
-    from cvfer.train.config import build_config
-
     config = build_config(
         preset=args.preset,
         config_path=args.config,
-        options={
-            "model": args.model,
-            "epochs": args.epochs,
-            "batch_size": args.batch_size,
-            "lr": args.lr,
-            "num_frames": args.num_frames,
-            "identity_encoder": args.identity_encoder,
-            "seed": args.seed,
-            "device": args.device,
-            "threads": args.threads,
-            "cache_dir": args.cache_dir,
-            "critic_steps": args.critic_steps,
-            "critic_first": args.critic_first or None,
-        },
+        options=training_flag_values(args),
         model_options={"alpha": args.alpha, "mi_estimator": args.mi_estimator},
         settings=args.set,
     )
@@ -52,31 +35,37 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     return config.for_data(data) if data else config
 
 
+def add_training_flags(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, exclude: tuple[str, ...] = ()
+) -> None:
+    """One flag per `TrainConfig` field with `help` metadata but those in `exclude` (`batch_size` →
+    `--batch-size`), of the field's type and choices; a bool field is a switch. A flag not given reads None,
+    so the layer below (preset, config file) keeps its value."""
+    for item in flag_fields():
+        if item.name in exclude:
+            continue
+        flag, help_text = "--" + item.name.replace("_", "-"), item.metadata["help"]
+        if value_type(item) is bool:
+            parser.add_argument(flag, action="store_true", default=None, help=help_text)
+        else:
+            parser.add_argument(flag, type=value_type(item), choices=item.metadata.get("choices"), help=help_text)
+
+
+def training_flag_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The `TrainConfig` fields set by `add_training_flags`' flags: None for a flag not given (or not added)."""
+    return {item.name: getattr(args, item.name, None) for item in flag_fields()}
+
+
 def add_train_config_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """Add the training options that `train_config_from_args` reads (shared by `train` and `cv`)."""
-    parser.add_argument("--preset", choices=("demo", "ckplus", "mmi", "afew"), help="start from a preset")
+    parser.add_argument(
+        "--preset",
+        help="start from a preset: one of the model's own, or of MIC's, which serve any model (docs/training.md)",
+    )
     parser.add_argument("--config", help=f"start from a TrainConfig JSON file (e.g. a run's {CONFIG_JSON})")
-    parser.add_argument("--model", help="registered model name (default mic)")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int, help="global batch size (split over torchrun processes)")
-    parser.add_argument("--lr", type=float, help="base learning rate of every parameter group")
-    parser.add_argument("--num-frames", type=int, help="P frames (T) per clip")
+    add_training_flags(parser)
     parser.add_argument("--alpha", type=float, help="MIC: weight of the MI term (model.alpha)")
     parser.add_argument("--mi-estimator", choices=("mine", "club"), help="MIC: MI estimator (model.mi_estimator)")
-    parser.add_argument("--critic-steps", type=int, help="updates of T_θ (or the adversary) per training step")
-    parser.add_argument(
-        "--critic-first", action="store_true",
-        help="do the extra critic updates before the encoder's step, on the same batch (critic_first)",
-    )
-    parser.add_argument(
-        "--identity-encoder",
-        help="frozen face recogniser for z_I: auto (default: synthetic on `cvfer synth` data, else dlib), synthetic, "
-        "dlib or a path",
-    )
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--device", choices=("cpu", "cuda"))
-    parser.add_argument("--threads", type=int, help="torch intra-op threads (0: torch's default)")
-    parser.add_argument("--cache-dir", help="decoded-input cache shared by runs")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="any TrainConfig field (JSON value), or model.KEY for a model option; repeatable",

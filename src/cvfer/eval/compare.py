@@ -1,9 +1,10 @@
 """`cvfer compare`: several systems through one protocol, summed up in one table (compare.md, compare.json).
 
 Every model is cross-validated by `cvfer.eval.protocol.run_cv` on the same folds into `OUT/<model>/`
-(finished folds are reused, a partial one resumes), starting from its own preset where one exists
-(`model_preset`). Afterwards every model's test-time network (fold 0's `model.pt`) is timed by
-`cvfer.eval.bench` on the same fixed clips of the dataset, one model after the other in this process.
+(finished folds are reused, a partial one resumes), starting from the preset its system registers for
+comparisons where there is one (`compare_config`). Afterwards every model's test-time network (fold 0's
+`model.pt`) is timed by `cvfer.eval.bench` on the same fixed clips of the dataset, one model after the other
+in this process.
 A model that fails is recorded with its error (traceback in `OUT/<model>/error.txt`); the others still run.
 """
 
@@ -25,6 +26,9 @@ from cvfer.eval.metrics import paired_difference
 from cvfer.eval.protocol import checked_fold_count, run_cv
 from cvfer.io import atomic_write_json, atomic_write_text
 from cvfer.runs import COMPARE_JSON, COMPARE_MD, ERROR_TXT, MODEL_PT, fold_dir, model_run_dir
+from cvfer.train.config import TrainConfig, build_config, split_assignment
+
+_SET_FIX = "e.g. --set tfen:model.alpha=1"
 
 
 @dataclass
@@ -61,67 +65,35 @@ class ComparisonResult:
         return dataclasses.asdict(self)
 
 
-def model_preset(name: str) -> tuple[dict[str, Any], str]:
-    """(flat preset, description) a model's training starts from: its paper's settings where cvfer has them.
-
-    Flat presets mix `TrainConfig` fields and model options, as `cvfer.models.mic.MIC_PRESETS` does.
-    MIC variants start from the `demo` preset; TFEN and CEFLNet from their papers' presets with CPU-sized
-    inputs (frames at the stored size instead of 224×224; CEFLNet sees 16 frames instead of 75); TFEN's F is
-    cvfer's synthetic SE-ResNet-18 recogniser (`--set tfen:model.face_weights=PATH` on real data); any other
-    model from the `TrainConfig` defaults. MIC's f_I is "auto": `run_compare` resolves it for the data.
-    """
-    from cvfer.train.config import DEMO_PRESET
-
-    if name.startswith("mic"):
-        return {**DEMO_PRESET, "model": name}, "demo preset (MIC settings for CPU)"
-    if name.startswith("tfen"):
-        from cvfer.models.tfen import TFEN_PRESET
-
-        preset = {**TFEN_PRESET, "model": name, "input_size": None}
-        description = "TFEN paper preset (SGD, 7 frames), input at the stored frame size instead of 224"
-        if name != "tfen-no-face-decoupling":  # the one variant without F
-            preset["face_weights"] = "synthetic"
-            description += ", F from cvfer's synthetic SE-ResNet-18 face recogniser"
-        return preset, description
-    if name.startswith("ceflnet"):
-        from cvfer.models.ceflnet import CEFLNET_PRESET
-
-        preset = {**CEFLNET_PRESET, "model": name, "input_size": None, "num_frames": 16}
-        return preset, "CEFLNet paper preset (Adam, cosine), input at the stored frame size, 16 frames instead of 75"
-    return {"model": name}, "TrainConfig defaults (no preset)"
-
-
-def config_from_preset(preset: dict[str, Any]) -> Any:
-    """A `TrainConfig` from a flat preset: keys naming a field set it, the others go to `model_cfg`."""
-    from cvfer.train.config import TrainConfig
-
-    return TrainConfig.from_flat(preset)
-
-
 def split_setting(assignment: str) -> tuple[str | None, str]:
     """`"tfen:model.alpha=1"` → ("tfen", "model.alpha=1"); `"lr=0.01"` → (None, "lr=0.01")."""
-    key = assignment.partition("=")[0]
+    key, value = split_assignment(assignment, "--set", _SET_FIX)
     if ":" not in key:
         return None, assignment
-    model, _, rest = assignment.partition(":")
+    model, _, rest = key.partition(":")
     if not model or not rest:
-        raise ConfigError(f"--set {assignment!r} is not [MODEL:]KEY=VALUE", fix="e.g. --set tfen:model.alpha=1")
-    return model, rest
+        raise ConfigError(f"--set {assignment!r} is not [MODEL:]KEY=VALUE", fix=_SET_FIX)
+    return model, f"{rest}={value}"
 
 
-def compare_config(name: str, options: dict[str, Any] | None = None, settings: Sequence[str] = ()) -> tuple[Any, str]:
-    """(TrainConfig, preset description) of model `name`: its preset, then `options` (TrainConfig fields,
-    None ignored) for every model, then each `[MODEL:]KEY=VALUE` setting that is global or names `name`."""
-    preset, description = model_preset(name)
-    config = config_from_preset(preset)
-    changes = {key: value for key, value in (options or {}).items() if value is not None}
-    if changes:
-        config = config.replace(**changes)
-    for assignment in settings:
-        target, setting = split_setting(assignment)
-        if target is None or target == name:
-            config = config.with_setting(setting)
-    return config, description
+def compare_config(
+    name: str, options: dict[str, Any] | None = None, settings: Sequence[str] = ()
+) -> tuple[TrainConfig, str]:
+    """(TrainConfig, preset description) of model `name`: the preset its system registers for comparisons
+    (`cvfer.models.registry.compare_preset`; the `TrainConfig` defaults without one), then `options`
+    (TrainConfig fields, None ignored) for every model, then each `[MODEL:]KEY=VALUE` setting that is global
+    or names `name`; layered by `build_config`, so a variant keeps only the preset's options it takes."""
+    from cvfer.models.registry import compare_preset, model_presets
+
+    preset = compare_preset(name)
+    config = build_config(
+        preset=preset,
+        options={**(options or {}), "model": name},
+        settings=[setting for target, setting in map(split_setting, settings) if target in (None, name)],
+    )
+    if preset is None:
+        return config, "TrainConfig defaults (no preset)"
+    return config, f"{preset} preset ({model_presets(name)[preset].about})"
 
 
 def bench_clip_paths(data_dir: str | Path, count: int) -> list[Path]:
@@ -328,7 +300,6 @@ def paired_section(result: ComparisonResult) -> list[str]:
 def comparison_markdown(result: ComparisonResult) -> str:
     """compare.md: a title, the table, then notes on the protocol, each model's settings and any errors."""
     from cvfer.models.registry import builder_accepts
-    from cvfer.train.config import TrainConfig
 
     decode = "–" if result.decode_fps is None else f"{result.decode_fps:.1f}"
     lines = [

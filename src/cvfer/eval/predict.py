@@ -10,7 +10,6 @@ the inputs are exactly what the model was trained on.
 from __future__ import annotations
 
 import hashlib
-import json
 import tempfile
 import time
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ import torch
 from cvfer import codec
 from cvfer.data.clip import ClipSpec, load_clip, stack_input
 from cvfer.data.manifest import ClipRecord
-from cvfer.errors import CheckpointError, CompressedVideoError, ConfigError, CvferError
+from cvfer.errors import CheckpointError, CompressedVideoError, CvferError
 from cvfer.runs import load_inference_model
 
 CACHED_CLIP = "clips/clip.mp4"  # where `encode_clip` (prepare_clip with key "clip") writes
@@ -181,18 +180,13 @@ def predictor_for_name(spec: str, clip: str | Path, *, num_classes: int = 7, num
     (values read as JSON, else kept as text).
     """
     from cvfer.models import create_model
-    from cvfer.train.config import TrainConfig
+    from cvfer.train.config import TrainConfig, parse_value, split_assignment
 
     name, *assignments = spec.split(":")
     options: dict[str, Any] = {}
     for assignment in assignments:
-        key, separator, raw = assignment.partition("=")
-        if not separator or not key:
-            raise ConfigError(f"model option {assignment!r} in {spec!r} is not key=value", fix="e.g. cnn-lstm:input_size=112")
-        try:
-            options[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            options[key] = raw
+        key, raw = split_assignment(assignment, f"model option of {spec!r}:", "e.g. cnn-lstm:input_size=112")
+        options[key] = parse_value(raw)
     height, width = codec.read_header(clip).size
     if height != width:
         raise CompressedVideoError(f"is {height}×{width}; benchmark clips must be square", clip, "re-encode it square")

@@ -53,6 +53,7 @@ from cvfer.runs import (
     write_metrics_document,
     write_run_record,
 )
+from cvfer.train.config import parse_value, resumable_options, split_assignment
 
 
 @dataclass
@@ -258,17 +259,13 @@ def _cross_dataset_predictions(
     return labels, predictions
 
 
-# Options that may differ when a run is resumed: where and how fast it runs, and how many folds are done.
-RESUMABLE_OPTIONS = ("device", "threads", "cache_dir")
-
-
 def _check_same_run(record_path: Path, record: dict[str, Any], config: Any) -> None:
     """Refuse to mix a run folder's finished folds with different data or training options."""
     previous = read_run_record(record_path)
     if previous is None:
         return
     different = [key for key in ("train_data", "test_data", "seed") if previous.get(key) != record[key]]
-    changed = config.changed_from(previous.get("train_config", {}), ignore=RESUMABLE_OPTIONS)
+    changed = config.changed_from(previous.get("train_config", {}), ignore=resumable_options(from_checkpoint=False))
     different += [f"train_config.{key}" for key in changed]
     if different:
         raise ConfigError(
@@ -285,7 +282,7 @@ def _check_fold_config(train_dir: Path, config: Any) -> None:
         return
     try:
         saved = json.loads(config_path.read_text(encoding="utf-8"))
-        changed = config.changed_from(saved, ignore=RESUMABLE_OPTIONS)
+        changed = config.changed_from(saved, ignore=resumable_options(from_checkpoint=False))
     except (OSError, json.JSONDecodeError, AttributeError, TypeError):
         raise ConfigError("is unreadable", config_path, "delete the fold folder to train it again") from None
     if changed:
@@ -377,23 +374,24 @@ def write_metrics(result: CVResult, out_dir: str | Path) -> None:
     plot_confusion(result.summed_confusion(), result.classes, out_dir / CONFUSION_PNG, f"{result.model}: all folds")
 
 
+_SWEEP_FIX = "write NAME=V1,V2,... e.g. alpha=0,0.05,0.1"
+
+
 def parse_sweep(text: str) -> tuple[str, list[str]]:
     """`"alpha=0,0.05,0.1"` → ("alpha", ["0", "0.05", "0.1"])."""
-    name, separator, values = text.partition("=")
+    name, values = split_assignment(text, "bad sweep", _SWEEP_FIX)
     items = [value.strip() for value in values.split(",") if value.strip()]
-    if not separator or not name.strip() or not items:
-        raise ConfigError(f"bad sweep {text!r}", fix="write NAME=V1,V2,... e.g. alpha=0,0.05,0.1")
-    return name.strip(), items
+    if not items:
+        raise ConfigError(f"bad sweep {text!r}: no values", fix=_SWEEP_FIX)
+    return name, items
 
 
 def config_with(config: Any, name: str, value: str) -> Any:
-    """A copy of a `TrainConfig` with option `name` set to `value` (JSON, else string).
-
-    Names that are not `TrainConfig` fields are model options (`alpha` → `model_cfg["alpha"]`), as in the presets.
-    """
-    fields = {item.name for item in dataclasses.fields(config)}
-    key = name if name in fields or name.startswith("model.") else f"model.{name}"
-    return config.with_setting(f"{key}={value}")
+    """A copy of a `TrainConfig` with option `name` set to `value` (`parse_value`): a field, a model option
+    (`alpha` → `model_cfg["alpha"]`, checked against the model's builder as in the presets) or `model.KEY`."""
+    if name.startswith("model."):
+        return config.with_setting(f"{name}={value}")
+    return config.with_flat({name: parse_value(value)})
 
 
 def run_sweep(

@@ -15,12 +15,13 @@ from torch import Tensor, nn
 from cvfer.errors import ConfigError
 from cvfer.models.backbones import ResNet18, encode_frames
 from cvfer.models.base import FERModel, FEROutput, TrainState
-from cvfer.models.registry import register_model, variant_builder
+from cvfer.models.registry import Preset, register_model, register_presets, variant_builder
 
 FEATURE_DIM = ResNet18.out_features
 
-# The paper's setup (Sec. 4.1, Table 1) in `cvfer.train` terms: keys naming a TrainConfig field set it, the
-# others are model options. 75 frames as the paper's 75-frame window; the warm-up length is not given.
+# The paper's setup (Sec. 4.1, Table 1) in `cvfer.train` terms, CEFLNet's `paper` preset: keys naming a
+# TrainConfig field set it, the others are model options. 75 frames as the paper's 75-frame window; the
+# warm-up length is not given.
 CEFLNET_PRESET: dict[str, Any] = {
     "model": "ceflnet",
     "epochs": 120,
@@ -212,3 +213,14 @@ register_model("ceflnet")(_ablation())
 register_model("ceflnet-sal-lrl")(_ablation(activation=False))
 register_model("ceflnet-sal")(_ablation(relation=False, activation=False))
 register_model("ceflnet-resnet18")(_ablation(self_attention=False, relation=False, activation=False))
+register_presets(
+    "ceflnet",
+    {
+        "paper": Preset(CEFLNET_PRESET, "CEFLNet paper setup: Adam, cosine, 75 frames, input 224"),
+        "cpu": Preset(  # `cvfer compare`'s start
+            {**CEFLNET_PRESET, "input_size": None, "num_frames": 16},
+            "CEFLNet paper setup with Adam and cosine, input at the stored frame size, 16 frames instead of 75",
+        ),
+    },
+    compare="cpu",
+)

@@ -1,14 +1,30 @@
-"""One dict registry, timm-style: builder functions registered by name, `create_model` is the one door in."""
+"""One dict registry, timm-style: builder functions registered by name, `create_model` is the one door in;
+each system's training presets are registered beside its builders (as timm keeps `default_cfgs`)."""
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from cvfer.errors import ConfigError
 
 _BUILDERS: dict[str, Callable[..., Any]] = {}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A training setup of one system: flat settings (keys naming a `TrainConfig` field set it, the others are
+    options of the model's builder; `TrainConfig.from_flat`) and one line saying what it is."""
+
+    settings: dict[str, Any]
+    about: str
+
+
+# A system is the module its builders are defined in (`same_family`): its presets serve all its variants.
+_PRESETS: dict[str, dict[str, Preset]] = {}
+_COMPARE_PRESETS: dict[str, str] = {}
 
 
 def register_model(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -41,17 +57,50 @@ def variant_builder(model_class: Callable[..., Any], **fixed: Any) -> Callable[.
     return build
 
 
+def builder_options(name: str) -> list[str]:
+    """The keyword arguments of the builder registered as `name` (none for an unknown name)."""
+    builder = _BUILDERS.get(name)
+    return [] if builder is None else list(inspect.signature(builder).parameters)
+
+
 def builder_accepts(name: str, keyword: str) -> bool:
     """Whether the builder registered as `name` takes the keyword argument `keyword` (False for unknown names)."""
+    return keyword in builder_options(name)
+
+
+def _family(name: str) -> str | None:
+    """The module model `name` is built in (its system), None for an unknown name."""
     builder = _BUILDERS.get(name)
-    return builder is not None and keyword in inspect.signature(builder).parameters
+    return None if builder is None else builder.__module__
 
 
 def same_family(first: str, second: str) -> bool:
     """Whether two registered models are built in the same module (variants of one system, which share
     the meaning of their options: MIC's `alpha` is not TFEN's); False when either name is unknown."""
-    builders = [_BUILDERS.get(first), _BUILDERS.get(second)]
-    return None not in builders and builders[0].__module__ == builders[1].__module__
+    return _family(first) is not None and _family(first) == _family(second)
+
+
+def register_presets(model: str, presets: dict[str, Preset], compare: str) -> None:
+    """Register the training presets of registered `model`'s system (all its variants, `same_family`);
+    `compare` names the one `cvfer compare` starts each of them from."""
+    family = _family(model)
+    if family is None:
+        raise ValueError(f"register model {model!r} before its presets")
+    if family in _PRESETS:
+        raise ValueError(f"presets of {model!r}'s system registered twice")
+    if compare not in presets:
+        raise ValueError(f"presets of {model!r} have no {compare!r}")
+    _PRESETS[family], _COMPARE_PRESETS[family] = dict(presets), compare
+
+
+def model_presets(name: str) -> dict[str, Preset]:
+    """The presets of model `name`'s system by name ({} for a model without presets or an unknown name)."""
+    return dict(_PRESETS.get(_family(name) or "", {}))
+
+
+def compare_preset(name: str) -> str | None:
+    """The preset `cvfer compare` starts model `name` from (None: the `TrainConfig` defaults)."""
+    return _COMPARE_PRESETS.get(_family(name) or "")
 
 
 def create_model(name: str, **cfg: Any) -> Any:

@@ -17,13 +17,13 @@ from cvfer.errors import CheckpointError, ConfigError
 from cvfer.io import load_torch_file
 from cvfer.models.backbones import frames_to_images, resnet18_3d_stage, resnet18_stage, resnet18_stem
 from cvfer.models.base import FERModel, FEROutput, TrainState
-from cvfer.models.registry import register_model, variant_builder
+from cvfer.models.registry import Preset, register_model, register_presets, variant_builder
 
 TFE_CHANNELS = 128  # output of conv3_x: the 28×28×128 maps of Sec. 3.2-3.4 at input 224
 
-# The paper's setup for CK+, MMI and Oulu-CASIA (Sec. 4.2-4.3) in `cvfer.train` terms: keys naming a
-# TrainConfig field set it, the others are model options (as `cvfer.models.mic.MIC_PRESETS`). For DFEW the
-# paper uses 200 epochs and gamma 0.5.
+# The paper's setup for CK+, MMI and Oulu-CASIA (Sec. 4.2-4.3) in `cvfer.train` terms, TFEN's `paper` preset:
+# keys naming a TrainConfig field set it, the others are model options (as `cvfer.models.mic.MIC_PRESETS`).
+# For DFEW the paper uses 200 epochs and gamma 0.5.
 TFEN_PRESET: dict[str, Any] = {
     "model": "tfen",
     "epochs": 300,
@@ -313,14 +313,30 @@ def _read_state_dict(face_weights: str | Path | Mapping[str, Tensor]) -> Mapping
 
 
 def _ablation(
-    decoupling: Decoupling = "decoupler", adversarial: bool = True, temporal_3d: bool = True
+    decoupling: Decoupling = "decoupler", adversarial: bool = True, temporal_3d: bool = True, **fixed: Any
 ) -> Callable[..., TFEN]:
-    """A registered builder: TFEN with the components of one ablation fixed (not options of the builder)."""
-    return variant_builder(TFEN, decoupling=decoupling, adversarial=adversarial, temporal_3d=temporal_3d)
+    """A registered builder: TFEN with the components of one ablation (and `fixed` options) fixed, so they are
+    not options of the builder."""
+    return variant_builder(TFEN, decoupling=decoupling, adversarial=adversarial, temporal_3d=temporal_3d, **fixed)
 
 
 register_model("tfen")(_ablation())
 register_model("tfen-no-decoupler")(_ablation(decoupling="concat"))
 register_model("tfen-no-adversary")(_ablation(adversarial=False))
-register_model("tfen-no-face-decoupling")(_ablation(decoupling="none", adversarial=False))
+# No facial feature extractor F, so no face_weights to load into it (a preset's F is dropped for this variant).
+register_model("tfen-no-face-decoupling")(_ablation(decoupling="none", adversarial=False, face_weights=None))
 register_model("tfen-no-3d")(_ablation(temporal_3d=False))
+register_presets(
+    "tfen",
+    {
+        "paper": Preset(TFEN_PRESET, "TFEN paper setup for CK+, MMI and Oulu-CASIA: SGD, 7 frames, input 224"),
+        # `cvfer compare`'s start: frames at the stored size; F is cvfer's synthetic recogniser, fine on the
+        # synthetic benchmark (give face_weights=PATH on real data).
+        "cpu": Preset(
+            {**TFEN_PRESET, "input_size": None, "face_weights": "synthetic"},
+            "TFEN paper setup with SGD and 7 frames, input at the stored frame size instead of 224, "
+            "F (where the variant has one) from cvfer's synthetic SE-ResNet-18 face recogniser",
+        ),
+    },
+    compare="cpu",
+)

@@ -1,4 +1,5 @@
-"""`TrainConfig`: every knob of a training run, JSON round-trippable, with the paper's presets."""
+"""`TrainConfig`: every knob of a training run, JSON round-trippable; presets (registered beside each model),
+the one `key=value` parser, and which options are command-line flags or may change on resume."""
 
 from __future__ import annotations
 
@@ -26,11 +27,16 @@ OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("constant", "step", "cosine")
 DEVICES = ("cpu", "cuda")
 AUTO_IDENTITY_ENCODER = "auto"
+_SET_FIX = "e.g. --set lr=0.01 or --set model.alpha=0.2"
 
 
 @dataclass
 class TrainConfig:
     """A training run: model, optimisation, data sampling and where it runs.
+
+    Field metadata: `help` makes the field a command-line flag of `cvfer train`, `cv` and `compare`
+    (`batch_size` → `--batch-size`, `flag_fields`); `resumable` marks what may change on resume
+    (`resumable_options`).
 
     `lr_schedule` is applied per epoch as a factor of each group's base lr:
     - "constant": 1;
@@ -41,34 +47,52 @@ class TrainConfig:
     `group_lr` overrides the base lr of named parameter groups (e.g. `{"mine": 1e-4}`).
     """
 
-    model: str = "mic"
+    model: str = field(default="mic", metadata={"help": "registered model name (default mic)"})
     model_cfg: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 15
-    batch_size: int = 16
-    lr: float = 1e-3
+    epochs: int = field(default=15, metadata={"help": "training epochs", "resumable": "checkpoint"})
+    batch_size: int = field(default=16, metadata={"help": "global batch size (split over torchrun processes)"})
+    lr: float = field(default=1e-3, metadata={"help": "base learning rate of every parameter group"})
     weight_decay: float = 1e-5
     optimizer: str = "adam"
     momentum: float = 0.9  # Adam's beta1, SGD's momentum
     lr_schedule: str = "constant"
     lr_schedule_params: dict[str, Any] = field(default_factory=dict)
     group_lr: dict[str, float] = field(default_factory=dict)
-    critic_steps: int = 1  # updates of each critic (MINE's T_θ, the identity adversary) per step; 1 = Algorithm 1
+    # Updates of each critic (MINE's T_θ, the identity adversary) per step; 1 = Algorithm 1.
+    critic_steps: int = field(default=1, metadata={"help": "updates of T_θ (or the adversary) per training step"})
     # True: the critic_steps − 1 extra updates come *before* the encoder's step, on this batch's features, so
     # the MI the encoder minimises is read by a T_θ fitted to the batch it penalises (docs/training.md).
-    critic_first: bool = False
-    seed: int = 0
-    num_frames: int = 8
+    critic_first: bool = field(
+        default=False,
+        metadata={"help": "do the extra critic updates before the encoder's step, on the same batch (critic_first)"},
+    )
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    num_frames: int = field(default=8, metadata={"help": "time steps T per clip: P frames, or decoded frames"})
     # Residuals and vectors traced back to the I frame (CoViAR's representation, which the MIC reproduction's
     # loader uses); False gives frame-to-frame Δ_t, which loses what skipped P frames hold (docs/training.md).
     accumulate: bool = True
     # f_I, loaded only for models taking z_I: "synthetic", "dlib", a path, or "auto" (`for_data`: the synthetic
     # recogniser on the synthetic benchmark, dlib's on any other dataset).
-    identity_encoder: str | None = AUTO_IDENTITY_ENCODER
-    device: str = "cpu"
-    threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+    identity_encoder: str | None = field(
+        default=AUTO_IDENTITY_ENCODER,
+        metadata={
+            "help": "frozen face recogniser for z_I (models that take it): auto (default: synthetic on `cvfer synth` "
+            "data, else dlib), synthetic, dlib or a path"
+        },
+    )
+    # Where and how fast a run goes ("resumable": "always") changes no result, so it may change on any resume.
+    device: str = field(
+        default="cpu", metadata={"help": "device to train on", "choices": DEVICES, "resumable": "always"}
+    )
+    threads: int = field(
+        default=0, metadata={"help": "torch intra-op threads (0: torch's default)", "resumable": "always"}
+    )
     val_fraction: float = 0.0  # share of training subjects held out for validation metrics
-    max_bad_steps: int = 20  # consecutive skipped (non-finite) steps before the run stops
-    cache_dir: str | None = None  # decoded-input cache shared by runs (cvfer.codec.cache)
+    # Consecutive skipped (non-finite) steps before the run stops; a resumed run may be given more patience.
+    max_bad_steps: int = field(default=20, metadata={"resumable": "checkpoint"})
+    cache_dir: str | None = field(  # cvfer.codec.cache
+        default=None, metadata={"help": "decoded-input cache shared by runs", "resumable": "always"}
+    )
     sync_batchnorm: bool = False  # torchrun on CUDA: BatchNorm statistics over the global batch
 
     def __post_init__(self) -> None:
@@ -117,20 +141,35 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Build from a dict; unknown keys are a `ConfigError` (typos must not pass silently)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(data) - set(_field_names()))
         if unknown:
-            raise ConfigError(f"unknown training options {unknown}; known: {sorted(known)}")
+            raise ConfigError(f"unknown training options {unknown}; known: {sorted(_field_names())}")
         return cls(**data)
 
     @classmethod
     def from_flat(cls, settings: dict[str, Any]) -> TrainConfig:
-        """Build from a flat preset such as `MIC_PRESETS["ckplus"]`: keys naming a field set it, the
-        others (e.g. `alpha`) are model options and go to `model_cfg`."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        model_cfg = {key: value for key, value in settings.items() if key not in fields}
+        """Build from flat settings such as a preset's (`with_flat` on the defaults)."""
+        return cls().with_flat(settings)
+
+    def with_flat(self, settings: dict[str, Any]) -> TrainConfig:
+        """A copy with flat `settings` applied: keys naming a field set it, options of the model's builder
+        (`settings["model"]`, else this config's model) go to `model_cfg`; any other key is a `ConfigError`
+        listing the valid ones."""
+        from cvfer.models.registry import builder_options
+
+        fields = _field_names()
+        model = settings.get("model", self.model)
+        options = [name for name in builder_options(model) if name not in fields]
+        unknown = sorted(set(settings) - set(fields) - set(options))
+        if unknown:
+            raise ConfigError(
+                f"unknown options {unknown} for model {model!r}",
+                fix=f"use TrainConfig fields {sorted(fields)} or the model's options {options}",
+            )
         known = {key: value for key, value in settings.items() if key in fields}
-        return cls.from_dict({**known, "model_cfg": {**known.get("model_cfg", {}), **model_cfg}})
+        model_cfg = {**self.model_cfg, **known.pop("model_cfg", {})}
+        model_cfg.update((key, value) for key, value in settings.items() if key not in fields)
+        return self.replace(**known, model_cfg=model_cfg)
 
     def changed_from(self, saved: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
         """Fields (not in `ignore`) whose value differs from a saved `to_dict()`. A field missing from `saved`
@@ -167,53 +206,83 @@ class TrainConfig:
         return TrainConfig.from_dict({**self.to_dict(), **changes})
 
     def with_setting(self, assignment: str) -> TrainConfig:
-        """Apply one `key=value` (value parsed as JSON, else a string); `model.KEY=...` sets model_cfg."""
-        key, sep, raw = assignment.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {assignment!r} is not key=value", fix="e.g. --set lr=0.01 or --set model.alpha=0.2")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
+        """Apply one `--set key=value` (`split_assignment`, `parse_value`); `model.KEY=...` sets model_cfg."""
+        key, raw = split_assignment(assignment, "--set", _SET_FIX)
+        value = parse_value(raw)
         if key.startswith("model."):
             return self.replace(model_cfg={**self.model_cfg, key.removeprefix("model."): value})
-        if key not in {f.name for f in dataclasses.fields(self)}:
+        if key not in _field_names():
             raise ConfigError(
                 f"--set {key}: unknown training option",
-                fix=f"use one of {sorted(f.name for f in dataclasses.fields(self))} or model.KEY for model options",
+                fix=f"use one of {sorted(_field_names())} or model.KEY for model options",
             )
         return self.replace(**{key: value})
 
 
-# A quick CPU run of MIC on a synthetic benchmark (`make demo`, docs/results.md): same losses and groups,
-# 6 epochs, small lr; β falls to 0 over the first 4 (the paper: 30 of 100).
-DEMO_PRESET: dict[str, Any] = {
-    "model": "mic",
-    "model_cfg": {"beta_epochs": 4},
-    "epochs": 6,
-    "batch_size": 16,
-    "lr": 1e-3,
-    "num_frames": 8,
-}
+def _field_names() -> list[str]:
+    """TrainConfig's field names in declaration order."""
+    return [item.name for item in dataclasses.fields(TrainConfig)]
 
 
-def preset_names() -> list[str]:
-    """Names accepted by `preset_config`."""
-    return ["demo", "ckplus", "mmi", "afew"]
+def split_assignment(text: str, what: str, fix: str) -> tuple[str, str]:
+    """`"key=value"` → ("key", "value"), the key stripped: cvfer's one `key=value` parser (with `parse_value`).
+    A `ConfigError` naming `what` (e.g. "--set") and carrying `fix` when there is no `=` or no key."""
+    key, separator, value = text.partition("=")
+    if not separator or not key.strip():
+        raise ConfigError(f"{what} {text!r} is not key=value", fix=fix)
+    return key.strip(), value
 
 
-def preset_config(name: str) -> TrainConfig:
-    """The `demo` preset, or MIC's per-dataset settings (`cvfer.models.mic.MIC_PRESETS`, paper §4.1).
+def parse_value(text: str) -> Any:
+    """A value given as text: JSON where it parses (`0.1`, `true`, `null`, `[30, 60]`), else the text itself."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
-    Preset keys naming a `TrainConfig` field set it; any other key (e.g. `alpha`) goes to `model_cfg`.
-    """
-    if name == "demo":
-        return TrainConfig.from_dict(DEMO_PRESET)
-    if name not in preset_names():
-        raise ConfigError(f"unknown preset {name!r}; known: {', '.join(preset_names())}")
-    from cvfer.models.mic import MIC_PRESETS
 
-    return TrainConfig.from_flat({"model": "mic", **MIC_PRESETS[name]})
+def resumable_options(from_checkpoint: bool) -> tuple[str, ...]:
+    """The fields that may change when a run is resumed, as marked on `TrainConfig` (metadata `resumable`):
+    the "always" ones (where and how fast it runs), and, when one training run continues from its checkpoint,
+    the "checkpoint" ones too (more epochs, more patience); a cross-validation run refuses those, as its
+    finished folds would not match new ones."""
+    marks = ("always", "checkpoint") if from_checkpoint else ("always",)
+    return tuple(item.name for item in dataclasses.fields(TrainConfig) if item.metadata.get("resumable") in marks)
+
+
+def flag_fields() -> list[dataclasses.Field[Any]]:
+    """The fields that are command-line flags (those with `help` metadata), in declaration order."""
+    return [item for item in dataclasses.fields(TrainConfig) if "help" in item.metadata]
+
+
+def value_type(item: dataclasses.Field[Any]) -> type:
+    """The type of a field's values without None (`str | None` → str): what a command-line value is read as."""
+    return _FIELD_TYPES[str(item.type)][0]
+
+
+def preset_names(model: str | None = None) -> list[str]:
+    """The presets `preset_config` takes for `model` (None: the default model): its system's and the
+    default model's (MIC's, which serve any model), sorted."""
+    from cvfer.models.registry import model_presets
+
+    return sorted({name for owner in (model or TrainConfig.model, TrainConfig.model) for name in model_presets(owner)})
+
+
+def preset_config(name: str, model: str | None = None) -> TrainConfig:
+    """The preset `name` of `model`'s system (`cvfer.models.registry.model_presets`), or, where that system
+    has none of this name, of the default model's: MIC's presets serve any model (`build_config` switches
+    to `model` and keeps the preset's model options only for its own system). None: the default model."""
+    from cvfer.models.registry import model_presets, same_family
+
+    chosen, default = model or TrainConfig.model, TrainConfig.model
+    for owner in (chosen, default):
+        presets = model_presets(owner)
+        if name in presets:
+            return TrainConfig.from_flat(presets[name].settings)
+    listing = f"{default}'s, for any model: {', '.join(sorted(model_presets(default)))}"
+    if not same_family(chosen, default):
+        listing = f"{chosen}'s own: {', '.join(sorted(model_presets(chosen))) or 'none'}; {listing}"
+    raise ConfigError(f"unknown preset {name!r} for model {chosen!r}", fix=f"presets are {listing}")
 
 
 def identity_encoder_for(data_dir: str | Path) -> str:
@@ -232,8 +301,9 @@ def build_config(
     model_options: dict[str, Any] | None = None,
     settings: tuple[str, ...] | list[str] = (),
 ) -> TrainConfig:
-    """The CLI's layering: a preset or a JSON file (or the defaults), then `options` (TrainConfig fields;
-    None values ignored), then `model_options` (into model_cfg; None ignored), then each `key=value`.
+    """The CLI's layering: a preset (`preset_config` for the model the layers choose) or a JSON file (or the
+    defaults), then `options` (TrainConfig fields; None values ignored), then `model_options` (into model_cfg;
+    None ignored), then each `key=value`.
 
     When the layers choose another model than the starting point's, the starting point's model options that
     the chosen model does not take (or that its variant fixes, e.g. `alpha` for mic-mi), and all of them for
@@ -248,7 +318,7 @@ def build_config(
             raise ConfigError("missing", path, f"give an existing TrainConfig JSON file (a run's {CONFIG_JSON})")
         start = TrainConfig.from_json(path.read_text(encoding="utf-8"), source=path)
     elif preset:
-        start = preset_config(preset)
+        start = preset_config(preset, _chosen_model(options or {}, settings))
     else:
         start = TrainConfig()
     config = _layered(start, options or {}, model_options or {}, settings)
@@ -257,6 +327,16 @@ def build_config(
         if taken != start.model_cfg:
             config = _layered(start.replace(model_cfg=taken), options or {}, model_options or {}, settings)
     return config
+
+
+def _chosen_model(options: dict[str, Any], settings: tuple[str, ...] | list[str]) -> str | None:
+    """The model the layers choose: the last `model=...` setting, else `options["model"]` (None: neither)."""
+    chosen = options.get("model")
+    for assignment in settings:
+        key, raw = split_assignment(assignment, "--set", _SET_FIX)
+        if key == "model":
+            chosen = parse_value(raw)
+    return chosen
 
 
 def _options_taken_by(model: str, preset_model: str, options: dict[str, Any]) -> dict[str, Any]:

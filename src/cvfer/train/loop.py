@@ -43,14 +43,12 @@ from cvfer.runs import (
     write_predictions,
 )
 from cvfer.train.checkpoint import load_checkpoint, restore_training_state, save_checkpoint
-from cvfer.train.config import TrainConfig
+from cvfer.train.config import TrainConfig, resumable_options
 from cvfer.train.distributed import DistributedContext, setup_distributed
 from cvfer.train.history import plot_curves
 from cvfer.train.identity import resolve_identity_weights
 from cvfer.train.schedules import make_scheduler
 
-# Options that may change when resuming: where it runs, its patience, and extending it to more epochs.
-RESUMABLE_CHANGES = ("epochs", "device", "threads", "cache_dir", "max_bad_steps")
 EVAL_BATCH = 64
 CURVES_EVERY = 10  # epochs between redraws of curves.png (drawing costs about a second)
 
@@ -230,12 +228,13 @@ class _Trainer:
                 "pass --resume to continue that run, or choose another --out",
             )
         checkpoint = load_checkpoint(self.checkpoint_path)
-        changed = self.config.changed_from(checkpoint["config"], ignore=RESUMABLE_CHANGES)
+        resumable = resumable_options(from_checkpoint=True)
+        changed = self.config.changed_from(checkpoint["config"], ignore=resumable)
         if changed:
             raise CheckpointError(
                 f"was written with different options {changed}",
                 self.checkpoint_path,
-                f"resume with the original options (only {', '.join(RESUMABLE_CHANGES)} may change)",
+                f"resume with the original options (only {', '.join(resumable)} may change)",
             )
         if checkpoint["epoch"] > self.config.epochs:
             raise CheckpointError(
