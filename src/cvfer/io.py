@@ -1,9 +1,10 @@
 """Atomic file writes: a temp file in the target folder, then os.replace, so readers never see half a file;
-and `load_torch_file`, the one guarded `torch.load`."""
+checks of output paths made before any work; `broken_link`; and `load_torch_file`, the one guarded `torch.load`."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -11,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from cvfer.errors import CheckpointError
+from cvfer.errors import CheckpointError, ConfigError
 
 
 def _file_mode() -> int:
@@ -41,6 +42,60 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[BinaryIO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def broken_link(path: str | Path) -> str | None:
+    """Why the symlink `path` leads to no file ("symlink loop", "dangling symlink to …"), or None."""
+    path = Path(path)
+    if not path.is_symlink():
+        return None
+    try:
+        path.stat()
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "symlink loop"
+        return f"dangling symlink to {os.readlink(path)} ({error.strerror})"
+    return None
+
+
+def _check_writable(folder: Path, path: Path, what: str) -> None:
+    """`ConfigError` naming `path` unless files can be made in `folder` (created if need be): its nearest
+    existing ancestor must be a folder that takes a new file (probed with a temporary one)."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        problem = broken_link(existing)
+        if problem is not None:
+            raise ConfigError(f"{what} cannot be created: {existing} is a {problem}", path, "choose another path")
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{what} cannot be created: {existing} is a file, not a folder", path, "choose another path")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise ConfigError(
+            f"{what} cannot be written: no new file can be made in {existing} ({error.strerror})",
+            path,
+            "choose a writable place",
+        ) from None
+
+
+def check_output_folder(path: str | Path, what: str = "output folder") -> Path:
+    """`path` as a Path; `ConfigError` unless it is, or can be made, a folder this process can write into."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{what} is an existing file, not a folder", path, "pass a folder path, new or existing")
+    _check_writable(path, path, what)
+    return path
+
+
+def check_output_file(path: str | Path, what: str = "output file") -> Path:
+    """`path` as a Path; `ConfigError` unless it names a file (not a folder) this process can write."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{what} is a folder", path, "name a file, e.g. one inside that folder")
+    _check_writable(path.parent, path, what)
+    return path
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

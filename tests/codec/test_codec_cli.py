@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 from cvfer.cli import main
 from cvfer.cli.codec import flow_colours, motion_statistics
@@ -45,3 +49,44 @@ def test_motion_statistics_and_colours():
     assert np.isclose(stats["mean"], (6 * 3 + 5 + np.sqrt(18)) / 32)
     colours = flow_colours(field[0])
     assert colours.shape == (4, 4, 3) and colours[3, 3].max() == 0 and colours[0, 0].max() == 1.0
+
+
+@pytest.mark.parametrize("fps", ["-5", "0", "nan", "inf"])
+def test_reencode_refuses_a_frame_rate_that_is_not_positive(translation_clip, tmp_path, capsys, fps):
+    assert main(["reencode", str(translation_clip), str(tmp_path / "out.mp4"), f"--fps={fps}"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and f"frame rate {float(fps)} is not a positive finite number" in error
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_outputs_that_are_folders_are_refused_before_any_work(translation_clip, tmp_path, capsys):
+    folder = tmp_path / "figures"
+    folder.mkdir()
+    assert main(["reencode", str(translation_clip), f"{folder}/"]) == 2
+    assert capsys.readouterr().err == f"cvfer: error: {folder}: destination is a folder (name a file, e.g. one inside that folder)\n"
+    assert main(["inspect", str(translation_clip), "--png", str(folder)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == f"cvfer: error: {folder}: --png is a folder (name a file, e.g. one inside that folder)\n"
+    assert not any(folder.iterdir())
+
+
+def test_reencode_refuses_to_overwrite_its_source(translation_clip, tmp_path, capsys):
+    original = translation_clip.read_bytes()
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link.mp4").symlink_to(translation_clip)
+    os.link(translation_clip, tmp_path / "hard.mp4")
+    for dst in (translation_clip, tmp_path / "sub" / ".." / translation_clip.name, tmp_path / "link.mp4", tmp_path / "hard.mp4"):
+        assert main(["reencode", str(translation_clip), str(dst)]) == 2
+        assert "destination is the source" in capsys.readouterr().err
+    assert translation_clip.read_bytes() == original
+
+
+def test_inspect_exit_status_is_the_documented_one(make_clip, frames, tmp_path, capsys):
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"not a video" * 100)
+    assert main(["inspect", str(garbage)]) == 2  # unreadable: an error, one line
+    assert capsys.readouterr().err.startswith(f"cvfer: error: {garbage}: not a readable video")
+    assert main(["inspect", str(make_clip(frames.zoom(4), gop_size=2))]) == 1  # readable, not MIC-ready
+    docs = " ".join((Path(__file__).parents[2] / "docs" / "codec.md").read_text().split())
+    assert "otherwise why not (exit status 1)" in docs
+    assert "cannot be read at all (missing, not a video, corrupt) is an error like any other `cvfer` error: one line on stderr, exit status 2" in docs

@@ -39,6 +39,10 @@ def test_missing_and_empty_files(tmp_path):
     (tmp_path / "empty.mp4").touch()
     expect_error(tmp_path / "empty.mp4", "file is empty", "re-create")
     expect_error(tmp_path, "not a file", REENCODE)
+    (tmp_path / "gone.mp4").symlink_to(tmp_path / "deleted.mp4")
+    expect_error(tmp_path / "gone.mp4", f"dangling symlink to {tmp_path / 'deleted.mp4'}", "check the path")
+    (tmp_path / "loop.mp4").symlink_to("loop.mp4")
+    expect_error(tmp_path / "loop.mp4", "symlink loop", "check the path")
 
 
 def test_not_a_video_and_audio_only(tmp_path):

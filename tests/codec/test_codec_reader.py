@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import av
 import numpy as np
 import pytest
 
 from cvfer.codec import read_compressed, read_frames, warp
 from cvfer.codec.reader import codec_residual_to_rgb, sample_p_frames
-from cvfer.errors import ConfigError
+from cvfer.errors import CompressedVideoError, ConfigError
 
 STEPS = [(2, 1), (2, 1), (-3, 2), (4, 0), (0, -2)]
 
@@ -183,3 +184,33 @@ def test_codec_residual_colour_conversion_matches_bt601(height, width):
     converted = codec_residual_to_rgb(planes, height, width)
     assert converted.dtype == np.int16 and converted.shape == (height, width, 3)
     assert np.abs(converted - expected).max() < 1.0
+
+
+def encode_mpeg4(path, clip_frames, qpel: bool) -> None:
+    """An MPEG-4 clip in the MIC structure (one GOP, no B frames), with quarter-pel motion (`-flags +qpel`) or not."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=25, options={"sc_threshold": "1000000000"})
+        stream.height, stream.width = clip_frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.gop_size, stream.codec_context.max_b_frames = 1000, 0
+        if qpel:
+            stream.codec_context.flags |= av.codec.context.Flags.qpel
+        for frame in clip_frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+        container.mux(stream.encode(None))
+
+
+def test_codec_residual_refuses_quarter_pel_and_rgb_reads_it(frames, tmp_path):
+    half_pel, quarter_pel = tmp_path / "hpel.mp4", tmp_path / "qpel.mp4"
+    encode_mpeg4(half_pel, frames.translated(STEPS), qpel=False)
+    encode_mpeg4(quarter_pel, frames.translated(STEPS), qpel=True)
+    assert np.abs(read_compressed(half_pel, residual="codec").residuals).mean() < 3  # a residual, not a picture
+    with pytest.raises(CompressedVideoError, match=r"quarter-pel motion \(frame 1\).*residual='rgb'"):
+        read_compressed(quarter_pel, residual="codec")
+    video = read_compressed(quarter_pel)
+    decoded = read_frames(quarter_pel)
+    assert video.frame_types == "IPPPPP"
+    for field, residual, index, (dx, dy) in zip(video.motion_vectors, video.residuals, video.frame_indices, STEPS, strict=True):
+        np.testing.assert_array_equal(warp(decoded[index - 1], field).astype(np.int16) + residual, decoded[index])
+        inner = interior(field)
+        assert (inner[0] == dx).mean() > 0.9 and (inner[1] == dy).mean() > 0.9

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from skimage.io import imsave
 from cvfer.cli import main as cli_main
 from cvfer.codec import read_compressed
 from cvfer.codec.writer import write_video
-from cvfer.data.datasets import prepare_dataset
+from cvfer.data.datasets import SCANNERS, prepare_dataset
 from cvfer.data.datasets.common import SourceClip, iter_frames
 from cvfer.data.datasets.prepare import CropSettings, Skipped, prepare_clip
 from cvfer.data.manifest import read_manifest
@@ -155,6 +156,7 @@ def test_afew_official_train_val_split(tmp_path):
             write_clip(root / split / name / f"{seed + index:09d}.avi", seed=seed + index)
     (root / "Train" / "Sad").mkdir()  # empty class folder
     (root / "Train" / "Happy" / "notes.txt").write_text("not a clip")
+    (root / "Val" / "Angry" / "loop.avi").symlink_to("loop.avi")
     prepare(root, "afew", tmp_path / "out", workers=2)
     manifest = read_manifest(tmp_path / "out")
     assert manifest.classes == ["anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral"]
@@ -164,7 +166,7 @@ def test_afew_official_train_val_split(tmp_path):
     assert sorted(splits.folds[0].train) == ["clips/train/Angry/000000000.mp4", "clips/train/Happy/000000001.mp4", "clips/train/Neutral/000000002.mp4"]
     assert all(path.startswith("clips/val/") for path in splits.folds[0].test) and len(splits.folds[0].test) == 3
     skipped = skipped_rows(tmp_path / "out")
-    assert skipped == {"Train/Happy/notes.txt": "not a video file", "Train/Sad": "empty folder (no videos)"}
+    assert skipped == {"Train/Happy/notes.txt": "not a video file", "Train/Sad": "empty folder (no videos)", "Val/Angry/loop.avi": "symlink loop"}
 
 
 def test_oulu_vis_strong_sequences(tmp_path):
@@ -295,3 +297,58 @@ def test_mmi_subject_from_the_video_name_without_session_xml(tmp_path):
         (root / "Sessions" / session / "session.xml").unlink()
     prepare(root, "mmi", tmp_path / "out", folds=2)
     assert {(c.subject, c.label) for c in read_manifest(tmp_path / "out").clips} == {("7", "disgust"), ("8", "surprise")}
+
+
+def test_folder_lists_broken_symlinks_and_prepares_the_rest(tmp_path):
+    folder_tree(tmp_path / "mine")
+    (tmp_path / "mine" / "happy" / "s06_gone.mp4").symlink_to(tmp_path / "deleted.mp4")
+    (tmp_path / "mine" / "Angry" / "s07_loop.mp4").symlink_to("s07_loop.mp4")
+    write_images(tmp_path / "mine" / "sadness" / "s08_seq", count=3)
+    (tmp_path / "mine" / "sadness" / "s08_seq" / "s08_seq_00000003.png").symlink_to(tmp_path / "deleted.png")
+    report = prepare(tmp_path / "mine", "folder", tmp_path / "out", subject_pattern=r"^s(?P<subject>\d+)_", folds=2)
+    prepared = {clip.path: clip.num_frames for clip in read_manifest(tmp_path / "out").clips}
+    assert len(report.clips) == len(prepared) == 7 and prepared["clips/sadness/s08_seq.mp4"] == 3
+    skipped = skipped_rows(tmp_path / "out")
+    assert skipped["happy/s06_gone.mp4"].startswith("dangling symlink to ")
+    assert skipped["Angry/s07_loop.mp4"] == "symlink loop"
+    assert skipped["sadness/s08_seq/s08_seq_00000003.png"].startswith("dangling symlink to ")
+
+
+def test_folder_lists_files_outside_the_class_folders(tmp_path):
+    folder_tree(tmp_path / "mine")
+    write_clip(tmp_path / "mine" / "s09_stray.mp4")
+    (tmp_path / "mine" / "README.txt").write_text("my clips")
+    prepare(tmp_path / "mine", "folder", tmp_path / "out", subject_pattern=r"^s(?P<subject>\d+)_", folds=2)
+    skipped = skipped_rows(tmp_path / "out")
+    assert skipped["s09_stray.mp4"] == skipped["README.txt"] == "not in a class folder"
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder in which no new file can be made: mode 0o555, or /proc when running as root (root writes
+    through permission bits; /proc takes no new file even from root)."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    if os.geteuid() == 0 and not Path("/proc").is_dir():
+        pytest.skip("running as root without /proc: no read-only folder to test with")
+    yield Path("/proc") if os.geteuid() == 0 else folder
+    folder.chmod(0o755)
+
+
+@pytest.mark.parametrize("where", ["existing file", "read-only place"])
+def test_cli_prepare_refuses_an_unusable_out_before_any_work(tmp_path, capsys, monkeypatch, read_only_folder, where):
+    folder_tree(tmp_path / "mine")
+    (tmp_path / "taken").write_text("someone's file")
+    out = tmp_path / "taken" if where == "existing file" else read_only_folder / "out"
+
+    def scan_nothing(*args, **kwargs):
+        raise AssertionError("the dataset was scanned before --out was checked")
+
+    monkeypatch.setitem(SCANNERS, "folder", scan_nothing)
+    args = ["prepare", str(tmp_path / "mine"), "--dataset", "folder", "--no-crop", "--subject-pattern", r"^s(?P<subject>\d+)_"]
+    assert cli_main([*args, "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith(f"cvfer: error: {out}: --out ")
+    assert ("existing file" if where == "existing file" else "cannot be written") in error
+    assert (tmp_path / "taken").read_text() == "someone's file"

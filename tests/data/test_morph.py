@@ -149,3 +149,22 @@ def test_an_unreadable_second_crop_does_not_stop_the_scan(tmp_path):
         Image.fromarray(np.ascontiguousarray(peak if subject == "S001" else peak[:, ::-1])).save(root / "sad" / f"{subject}_001_00000009.png")
     scan = pairs.scan(root)
     assert [clip.frames[0].name for clip in scan.clips] == ["S001_001_000000010.png", "S002_001_000000010.png"]
+
+
+def test_prepare_pairs_lists_broken_symlinks_and_prepares_the_rest(tmp_path):
+    (neutral, _), (peak, _) = neutral_face(), peak_face()
+    root = tmp_path / "pairs"
+    for folder in ("neutral", "surprise"):
+        (root / folder).mkdir(parents=True)
+    for subject, flip in (("S001", False), ("S002", True)):
+        Image.fromarray(np.ascontiguousarray(neutral[:, ::-1] if flip else neutral)).save(root / "neutral" / f"{subject}_001_00000001.png")
+        Image.fromarray(np.ascontiguousarray(peak[:, ::-1] if flip else peak)).save(root / "surprise" / f"{subject}_001_00000009.png")
+    (root / "surprise" / "S003_001_00000009.png").symlink_to(tmp_path / "deleted.png")
+    (root / "surprise" / "S004_001_00000009.png").symlink_to("S004_001_00000009.png")
+    (root / "neutral" / "S003_001_00000001.png").symlink_to(tmp_path / "deleted.png")
+    report = prepare_dataset(root, "pairs", tmp_path / "out", size=64, crop_faces=False, folds=2, morph_frames=4)
+    assert sorted(clip.subject for clip in read_manifest(tmp_path / "out").clips) == ["S001", "S002"]
+    reasons = {item.source: item.reason for item in report.skipped}
+    assert reasons["surprise/S003_001_00000009.png"].startswith("dangling symlink to ")
+    assert reasons["neutral/S003_001_00000001.png"].startswith("dangling symlink to ")
+    assert reasons["surprise/S004_001_00000009.png"] == "symlink loop"

@@ -62,3 +62,22 @@ def test_benchmark_result_fields(tmp_path):
     assert timing.gmacs_per_clip > 0
     with pytest.raises(ConfigError, match="not key=value"):
         benchmark(clips, ["cnn-lstm:hidden_size"], repeats=1, decode_floor=False)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--batch", "0", "argument --batch: 0 is not positive"),
+        ("--batch", "1,x", "argument --batch: 'x' is not a whole number"),
+        ("--batch", ",", "argument --batch: give at least one number"),
+        ("--repeats", "0", "argument --repeats: 0 is not positive"),
+        ("--repeats", "two", "argument --repeats: 'two' is not a whole number"),
+        ("--threads", "-1", "argument --threads: -1 is not positive"),
+    ],
+)
+def test_bench_rejects_bad_numbers_while_parsing(tmp_path, capsys, option, value, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", str(tmp_path / "clip.mp4"), "--models", "cnn-lstm", f"{option}={value}"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert message in error and "Traceback" not in error

@@ -1,4 +1,8 @@
-"""`cvfer` command line: thin verbs over the package. Errors print as one line unless --debug."""
+"""`cvfer` command line: thin verbs over the package. Errors print as one line unless --debug.
+
+Exit status: 0 done; 1 done, but the verb reports a negative result (`inspect`: not MIC-ready,
+`predict`/`compare`: some inputs failed); 2 an error (a `CvferError` or a bad argument), one line on stderr.
+"""
 
 from __future__ import annotations
 

@@ -76,7 +76,10 @@ def _draw(video: CompressedVideo, out: Path) -> None:
 def _inspect(args: argparse.Namespace) -> int:
     from cvfer.codec import probe, read_compressed
     from cvfer.errors import CompressedVideoError
+    from cvfer.io import check_output_file
 
+    if args.png:
+        check_output_file(args.png, "--png")
     info = probe(args.video)
     height, width = info.size
     print(f"file:       {info.path}")
@@ -124,10 +127,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "inspect",
         help="show a video's codec, GOP structure and motion-vector statistics",
         description="Print codec, size, frame count, the picture type of every frame and, when MIC can read "
-        "the video, motion-vector and residual statistics. Exit status 1 when MIC cannot read it.",
+        "the video, motion-vector and residual statistics. Exit status 1 when the video decodes but MIC cannot "
+        "use it (the reason is printed), 2 with one error line when it cannot be read at all (missing, not a "
+        "video, corrupt).",
     )
     inspect.add_argument("video", help="video file")
-    inspect.add_argument("--png", metavar="OUT.png", help="also draw the I frame, a residual and its motion field")
+    inspect.add_argument(
+        "--png", metavar="OUT.png", help="also draw the I frame, a residual and its motion field into this file (not a folder)"
+    )
     inspect.add_argument("--residual", choices=("rgb", "codec"), default="rgb", help="residual kind (default rgb)")
     inspect.set_defaults(func=_inspect)
 
@@ -138,9 +145,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "MPEG-4 Part 2 with one GOP over the whole clip, no B frames, square pixels and even sides.",
     )
     convert.add_argument("src", help="video file or folder of images")
-    convert.add_argument("dst", help="output video (.mp4, .avi, .mkv)")
+    convert.add_argument("dst", help="output video file (.mp4, .avi, .mkv); a folder or SRC itself is refused")
     convert.add_argument("--size", type=int, nargs="+", metavar="N",
                          help="output size: N for N×N, or H W (even numbers)")
     convert.add_argument("--quality", type=int, default=1, help="MPEG-4 quantiser 1 (best, default) to 31")
-    convert.add_argument("--fps", type=float, help="frame rate (default: the source's, 25 for images)")
+    convert.add_argument("--fps", type=float, help="frame rate > 0 (default: the source's, 25 for images)")
     convert.set_defaults(func=_reencode)

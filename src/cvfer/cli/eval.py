@@ -39,16 +39,34 @@ def _run_cv(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer ≥ 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not positive; give a number >= 1")
+    return value
+
+
+def _positive_ints(text: str) -> list[int]:
+    """argparse type: comma-separated integers ≥ 1, at least one."""
+    values = [_positive_int(part.strip()) for part in text.split(",") if part.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError("give at least one number, e.g. 1,8")
+    return values
+
+
 def _run_bench(args: argparse.Namespace) -> int:
     from cvfer.eval.bench import benchmark, bench_table
 
-    batch_sizes = [int(value) for value in args.batch.split(",") if value.strip()]
     models = [name.strip() for name in args.models.split(",") if name.strip()]
     result = benchmark(
         args.videos,
         models,
         threads=args.threads,
-        batch_sizes=batch_sizes,
+        batch_sizes=args.batch,
         repeats=args.repeats,
         decode_floor=True,
         num_frames=args.num_frames,
@@ -109,10 +127,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument(
         "--models", required=True, help=f"comma-separated {MODEL_PT} paths or registered names (NAME:key=value for options)"
     )
-    bench.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
-    bench.add_argument("--batch", default="1,8", help="comma-separated batch sizes (default 1,8)")
-    bench.add_argument("--repeats", type=int, default=3, help="timed passes over the clips (default 3)")
-    bench.add_argument("--num-frames", type=int, default=8, help="time steps T of models given by name (default 8)")
+    bench.add_argument("--threads", type=_positive_int, default=1, help="torch intra-op threads (default 1)")
+    bench.add_argument("--batch", type=_positive_ints, default=[1, 8], help="comma-separated batch sizes (default 1,8)")
+    bench.add_argument("--repeats", type=_positive_int, default=3, help="timed passes over the clips (default 3)")
+    bench.add_argument(
+        "--num-frames", type=_positive_int, default=8, help="time steps T of models given by name (default 8)"
+    )
     bench.add_argument(
         "--clock", choices=("wall", "cpu"), default="wall", help="elapsed time, or this process's CPU time (shared machines)"
     )

@@ -108,8 +108,8 @@ class BlockFields:
         np.clip(vectors, -limit, limit, out=vectors)
         # Padding by the longest vector always suffices (p − v stays within it of the frame).
         margin = int(np.abs(vectors).max())
-        # Every block edge lies on a grid of `cell` pixels (16 or 8 for MPEG-4, 4 for H.264): fill
-        # that grid with one vectorised assignment per block shape.
+        # Every block edge lies on a grid of `cell` pixels (16 or 8: FFmpeg exports H.264 partitions down to
+        # 8×8 only): fill that grid with one vectorised assignment per block shape.
         cell = int(np.gcd.reduce(np.concatenate((sizes, corners), axis=None)))
         rows, cols = -(-height // cell), -(-width // cell)
         extent = sizes.max(axis=1) // cell

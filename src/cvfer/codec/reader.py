@@ -16,6 +16,7 @@ import numpy as np
 
 from cvfer.codec.motion import BlockFields, vectors_from_indices
 from cvfer.errors import CompressedVideoError, ConfigError
+from cvfer.io import broken_link
 
 # Codecs whose motion vectors FFmpeg exports and whose P frames predict from the previous frame.
 SUPPORTED_CODECS = {"mpeg4": "MPEG-4 Part 2", "h264": "H.264"}
@@ -63,7 +64,7 @@ class VideoInfo:
 
 def _check_file(path: Path) -> None:
     if not path.exists():
-        raise CompressedVideoError("file not found", path, "check the path")
+        raise CompressedVideoError(broken_link(path) or "file not found", path, "check the path")
     if not path.is_file():
         raise CompressedVideoError("is not a file", path, "pass a video file (use `cvfer reencode` for a folder of images)")
     if path.stat().st_size == 0:
@@ -199,6 +200,18 @@ def _check_codec(path: Path, stream: av.VideoStream, residual: str) -> None:
             f"residual='codec' needs MPEG-4 Part 2 (FFmpeg's {name} decoder cannot skip motion compensation)",
             path,
             f"use residual='rgb' or {REENCODE_FIX}",
+        )
+
+
+def _check_half_pel(path: Path, index: int, block_vectors: np.ndarray) -> None:
+    """residual='codec' needs half-pel MPEG-4: FFmpeg's `debug=nomc` replaces only the half-pel motion
+    compensation, so quarter-pel blocks (exported with `motion_scale` 4) would still be predicted."""
+    if block_vectors.size and int(block_vectors["motion_scale"].max()) > 2:
+        raise CompressedVideoError(
+            f"quarter-pel motion (frame {index}): residual='codec' would return the decoded picture, not the "
+            "residual (FFmpeg cannot switch quarter-pel motion compensation off)",
+            path,
+            f"use residual='rgb', or re-encode without quarter-pel: {REENCODE_FIX}",
         )
 
 
@@ -366,8 +379,8 @@ def read_compressed(
 
     residual="rgb": Δ_t = frame_t − warp(frame_{t−1}, T_t), so warp(frame_{t−1}, T_t) + Δ_t == frame_t.
     residual="codec": the residual MPEG-4's decoder itself adds (decoded again with motion compensation
-    off), in RGB units. accumulate=True traces vectors and residuals back to the I frame (CoViAR):
-    warp(iframe, T_t) + Δ_t == frame_t. `num_frames` samples P frames uniformly (`sample_p_frames`).
+    off), in RGB units; refused for quarter-pel streams. accumulate=True traces vectors and residuals back
+    to the I frame (CoViAR): warp(iframe, T_t) + Δ_t == frame_t. `num_frames` samples P frames uniformly (`sample_p_frames`).
     """
     path = Path(path)
     _validate_options(num_frames, residual, accumulate)
@@ -405,7 +418,10 @@ def read_compressed(
             elif trace is not None:
                 trace.add(index, _block_vectors(frame), current)
             elif outputs is not None:
-                batch.add(outputs[0], _block_vectors(frame), current, previous)
+                block_vectors = _block_vectors(frame)
+                if residual == "codec":
+                    _check_half_pel(path, index, block_vectors)
+                batch.add(outputs[0], block_vectors, current, previous)
             previous = current
         if trace is not None:
             trace.finish()

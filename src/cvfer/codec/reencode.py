@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -13,6 +15,7 @@ from cvfer.codec.frames import _decoded_frames
 from cvfer.codec.reader import _fps, _open_video
 from cvfer.codec.writer import write_video
 from cvfer.errors import CompressedVideoError, ConfigError
+from cvfer.io import check_output_file
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 DEFAULT_FPS = 25.0
@@ -57,9 +60,14 @@ def reencode(
     One GOP over the whole clip, no B frames, square pixels, even sides (`ffmpeg -vf setsar=1:1 -q:v 1
     -g <all> -c:v mpeg4`). `size` is (height, width), or an int for a square frame; without it the
     frame keeps its display size (anamorphic pixels resampled square) with an odd last row/column cut.
-    `fps` defaults to the source's rate, or 25 for a folder of images.
+    `fps` defaults to the source's rate, or 25 for a folder of images. `ConfigError` before any work when
+    `fps` is not a positive finite number, `dst` is a folder or not writable, or `dst` is `src` itself.
     """
-    src, dst = Path(src), Path(dst)
+    src, dst = Path(src), check_output_file(dst, "destination")
+    if fps is not None and not (math.isfinite(fps) and fps > 0):
+        raise ConfigError(f"frame rate {fps} is not a positive finite number", fix="pass a rate such as 25 or 29.97")
+    if src.exists() and dst.exists() and os.path.samefile(src, dst):
+        raise ConfigError(f"destination is the source {src} itself", dst, "write the re-encoded video to another path")
     if src.is_dir():
         frames = _folder_frames(src)
         rate, aspect = fps or DEFAULT_FPS, None

@@ -18,8 +18,8 @@ from cvfer.data.datasets.common import (
     relative,
     require_folder,
     require_root,
-    sorted_entries,
     subfolders,
+    usable_entries,
 )
 
 NAME = "afew"
@@ -35,10 +35,7 @@ def _scan_split(split_dir: Path, split: str, root: Path, clips: list[SourceClip]
         if label not in CLASSES:
             skipped.append(Skipped(source, f"{class_dir.name!r} is not an AFEW class folder"))
             continue
-        entries = sorted_entries(class_dir)
-        if not entries:
-            skipped.append(Skipped(source, "empty folder (no videos)"))
-        for entry in entries:
+        for entry in usable_entries(class_dir, root, skipped, "empty folder (no videos)"):
             if not is_video(entry):
                 skipped.append(Skipped(relative(entry, root), "not a video file"))
                 continue

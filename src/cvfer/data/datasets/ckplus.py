@@ -13,10 +13,10 @@ from cvfer.data.datasets.common import (
     DatasetScan,
     Skipped,
     SourceClip,
-    image_files,
     relative,
     require_folder,
     require_root,
+    sequence_frames,
     subfolders,
 )
 
@@ -54,7 +54,6 @@ def scan(root: str | Path) -> DatasetScan:
             seen.add((subject, sequence))
             source = relative(sequence_dir, root)
             label_files = sorted((labels_root / subject / sequence).glob("*_emotion.txt"))
-            frames = image_files(sequence_dir)
             if not label_files:
                 skipped.append(Skipped(source, "unlabelled sequence (no Emotion/*_emotion.txt file)"))
                 continue
@@ -66,6 +65,7 @@ def scan(root: str | Path) -> DatasetScan:
             except ValueError as error:
                 skipped.append(Skipped(source, str(error)))
                 continue
+            frames = sequence_frames(sequence_dir, root, skipped)
             if not frames:
                 skipped.append(Skipped(source, "empty folder (no images)"))
                 continue

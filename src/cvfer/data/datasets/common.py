@@ -18,6 +18,7 @@ import numpy as np
 from cvfer import codec
 from cvfer.data.manifest import EXPRESSIONS
 from cvfer.errors import CompressedVideoError, DatasetError
+from cvfer.io import broken_link
 
 NEUTRAL = "neutral"
 CANONICAL_CLASSES = (*EXPRESSIONS, NEUTRAL)
@@ -97,9 +98,36 @@ def subfolders(folder: Path) -> list[Path]:
     return [entry for entry in sorted_entries(folder) if entry.is_dir()]
 
 
+def usable_entries(folder: Path, root: Path, skipped: list[Skipped], empty_reason: str | None = None) -> list[Path]:
+    """`sorted_entries(folder)` without the symlinks that lead nowhere (dangling, loops), which are added to
+    `skipped` with the reason; so is `folder` itself, with `empty_reason`, if given and it has no entry at all."""
+    listed = sorted_entries(folder)
+    if not listed and empty_reason is not None:
+        skipped.append(Skipped(relative(folder, root), empty_reason))
+    entries = []
+    for entry in listed:
+        problem = broken_link(entry)
+        if problem is None:
+            entries.append(entry)
+        else:
+            skipped.append(Skipped(relative(entry, root), problem))
+    return entries
+
+
+def is_image(path: Path) -> bool:
+    """Whether `path` is a file with a common image suffix."""
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+
+
 def image_files(folder: Path) -> tuple[Path, ...]:
     """Image files directly in `folder`, in natural order (the frames of a sequence)."""
-    return tuple(p for p in sorted_entries(folder) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return tuple(p for p in sorted_entries(folder) if is_image(p))
+
+
+def sequence_frames(folder: Path, root: Path, skipped: list[Skipped]) -> tuple[Path, ...]:
+    """`image_files(folder)` for a dataset scan: the broken symlinks in `folder` are listed in `skipped`
+    (the sequence is prepared from its other frames)."""
+    return tuple(p for p in usable_entries(folder, root, skipped) if is_image(p))
 
 
 def is_video(path: Path) -> bool:

@@ -14,17 +14,16 @@ from pathlib import Path
 
 from cvfer.data.datasets.common import (
     CANONICAL_CLASSES,
-    IMAGE_SUFFIXES,
     DatasetScan,
     Skipped,
     SourceClip,
     canonical_class,
-    image_files,
+    is_image,
     ordered_classes,
     relative,
     require_root,
-    sorted_entries,
-    subfolders,
+    sequence_frames,
+    usable_entries,
 )
 from cvfer.errors import ConfigError, DatasetError
 
@@ -62,9 +61,13 @@ def read_subjects_csv(path: str | Path) -> dict[str, str]:
     return subjects
 
 
-def _class_folders(root: Path) -> list[tuple[Path, str]]:
+def _class_folders(root: Path, skipped: list[Skipped]) -> list[tuple[Path, str]]:
+    """The class folders in `root` with their canonical labels; other entries of `root` go to `skipped`."""
     folders = []
-    for folder in subfolders(root):
+    for folder in usable_entries(root, root, skipped):
+        if not folder.is_dir():
+            skipped.append(Skipped(folder.name, "not in a class folder"))
+            continue
         label = canonical_class(folder.name)
         if label is None:
             raise DatasetError(
@@ -103,17 +106,14 @@ def scan(
     clips: list[SourceClip] = []
     skipped: list[Skipped] = []
     keys: set[str] = set()
-    folders = _class_folders(root)
+    folders = _class_folders(root, skipped)
     for class_dir, label in folders:
-        entries = sorted_entries(class_dir)
-        if not entries:
-            skipped.append(Skipped(relative(class_dir, root), "empty folder (no clips)"))
-        for entry in entries:
+        for entry in usable_entries(class_dir, root, skipped, "empty folder (no clips)"):
             source = relative(entry, root)
-            if entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES:
+            if is_image(entry):
                 skipped.append(Skipped(source, "a single image, not a clip (put a sequence's frames in a folder)"))
                 continue
-            frames: Path | tuple[Path, ...] = entry if entry.is_file() else image_files(entry)
+            frames: Path | tuple[Path, ...] = entry if entry.is_file() else sequence_frames(entry, root, skipped)
             if not frames:
                 skipped.append(Skipped(source, "empty folder (no images)"))
                 continue

@@ -21,8 +21,8 @@ from cvfer.data.datasets.common import (
     is_video,
     relative,
     require_root,
-    sorted_entries,
     subfolders,
+    usable_entries,
 )
 from cvfer.errors import DatasetError
 
@@ -71,17 +71,19 @@ def _emotion_code(xml_files: list[Path]) -> str | None:
     return None
 
 
-def _scan_session(session_dir: Path, root: Path) -> SourceClip | Skipped:
+def _scan_session(session_dir: Path, root: Path, skipped: list[Skipped]) -> SourceClip | Skipped:
+    """The session's clip, or why it has none; its broken symlinks are added to `skipped`."""
     source = relative(session_dir, root)
     session_xml = session_dir / "session.xml"
+    entries = usable_entries(session_dir, root, skipped)
     try:
         subject, named_videos = _session_info(session_xml) if session_xml.is_file() else (None, [])
-        xml_files = [p for p in sorted_entries(session_dir) if p.suffix.lower() == ".xml"]
+        xml_files = [p for p in entries if p.suffix.lower() == ".xml"]
         code = _emotion_code(xml_files)
     except ValueError as error:
         return Skipped(source, str(error))
     videos = [session_dir / name for name in named_videos if is_video(session_dir / name)]
-    videos += [p for p in sorted_entries(session_dir) if is_video(p) and p not in videos]
+    videos += [p for p in entries if is_video(p) and p not in videos]
     if not videos:
         return Skipped(source, "empty session (no video file)")
     if code is None:
@@ -103,6 +105,6 @@ def scan(root: str | Path) -> DatasetScan:
     clips: list[SourceClip] = []
     skipped: list[Skipped] = []
     for session_dir in subfolders(_sessions_folder(root)):
-        found = _scan_session(session_dir, root)
+        found = _scan_session(session_dir, root, skipped)
         (clips if isinstance(found, SourceClip) else skipped).append(found)
     return DatasetScan(NAME, clips, skipped, list(EMOTION_CODES.values()))

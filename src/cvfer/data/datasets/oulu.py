@@ -13,10 +13,10 @@ from cvfer.data.datasets.common import (
     Skipped,
     SourceClip,
     canonical_class,
-    image_files,
     relative,
     require_folder,
     require_root,
+    sequence_frames,
     subfolders,
 )
 from cvfer.errors import DatasetError
@@ -46,7 +46,7 @@ def scan(root: str | Path) -> DatasetScan:
             if label not in CLASSES:
                 skipped.append(Skipped(source, f"{class_dir.name!r} is not an Oulu-CASIA class ({', '.join(CLASSES)})"))
                 continue
-            frames = image_files(class_dir)
+            frames = sequence_frames(class_dir, root, skipped)
             if not frames:
                 skipped.append(Skipped(source, "empty folder (no images)"))
                 continue

@@ -19,21 +19,21 @@ from pathlib import Path
 
 from cvfer.data import faces
 from cvfer.data.datasets.common import (
-    IMAGE_SUFFIXES,
     NEUTRAL,
     DatasetScan,
     Skipped,
     SourceClip,
     canonical_class,
-    image_files,
+    is_image,
     iter_frames,
     natural_key,
     ordered_classes,
     relative,
     require_folder,
     require_root,
-    sorted_entries,
+    sequence_frames,
     subfolders,
+    usable_entries,
 )
 from cvfer.data.datasets.folder import compile_subject_pattern
 from cvfer.errors import ConfigError, DatasetError
@@ -53,9 +53,9 @@ def _identity(name: str, pattern: re.Pattern[str]) -> tuple[str, str | None] | N
 
 
 def _neutrals(folder: Path, pattern: re.Pattern[str], skipped: list[Skipped], root: Path) -> dict[tuple[str, str | None], list[Path]]:
-    """Neutral images by (subject, sequence), in natural order."""
+    """Neutral images by (subject, sequence), in natural order; broken symlinks and unmatched names go to `skipped`."""
     found: dict[tuple[str, str | None], list[Path]] = defaultdict(list)
-    for image in image_files(folder):
+    for image in sequence_frames(folder, root, skipped):
         identity = _identity(image.name, pattern)
         if identity is None:
             skipped.append(Skipped(relative(image, root), f"name does not match --subject-pattern {pattern.pattern!r}"))
@@ -114,16 +114,17 @@ def scan(
         if label is None:
             skipped.append(Skipped(relative(class_dir, root), "folder names no expression cvfer knows"))
             continue
-        chosen = _one_peak_per_sequence(sorted_entries(class_dir), pattern)
-        for entry in sorted_entries(class_dir):
+        entries = usable_entries(class_dir, root, skipped)
+        chosen = _one_peak_per_sequence(entries, pattern)
+        for entry in entries:
             source = relative(entry, root)
             if entry not in chosen:
                 skipped.append(Skipped(source, "another crop of a peak already taken (one clip per sequence)"))
                 continue
-            if entry.is_file() and entry.suffix.lower() not in IMAGE_SUFFIXES:
+            if entry.is_file() and not is_image(entry):
                 skipped.append(Skipped(source, "not an image"))
                 continue
-            keys = (entry,) if entry.is_file() else image_files(entry)
+            keys = (entry,) if entry.is_file() else sequence_frames(entry, root, skipped)
             if not keys:
                 skipped.append(Skipped(source, "empty folder (no images)"))
                 continue

@@ -29,7 +29,7 @@ from cvfer.data.datasets.common import DatasetScan, Skipped, SourceClip, frame_r
 from cvfer.data.manifest import ClipRecord, Manifest, write_manifest
 from cvfer.data.splits import Fold, Splits, official_splits, subject_kfold, write_splits
 from cvfer.errors import ConfigError, CvferError, DatasetError
-from cvfer.io import atomic_write_text
+from cvfer.io import atomic_write_text, check_output_folder
 
 SCANNERS: dict[str, Callable[..., DatasetScan]] = {
     "ckplus": ckplus.scan,
@@ -202,8 +202,8 @@ def prepare_dataset(
 
     Splits are the dataset's official ones (AFEW train/val, DFEW 5 folds), otherwise subject-independent
     `folds`-fold. `morph_frames` is the length of the clips `pairs` makes from still images, `apex` where
-    their peak lies ("middle": neutral → peak → neutral, as MMI). Raises
-    `DatasetError` when no clip at all could be prepared.
+    their peak lies ("middle": neutral → peak → neutral, as MMI). Raises `ConfigError` before any work
+    when `out` is a file or not writable, `DatasetError` when no clip at all could be prepared.
     """
     if dataset not in SCANNERS:
         raise ConfigError(f"unknown dataset {dataset!r}", None, f"choose one of {', '.join(SCANNERS)}")
@@ -217,7 +217,7 @@ def prepare_dataset(
         raise ConfigError(f"--apex applies to --dataset pairs only; {dataset} knows where its apex is")
     if dataset != "folder" and subjects_csv is not None:
         raise ConfigError(f"--subjects applies to --dataset folder only; {dataset} names its subjects")
-    out = Path(out)
+    out = check_output_folder(out, "--out")
     options: dict[str, object] = {}
     if dataset == "folder":
         options = {"subject_pattern": subject_pattern, "subjects_csv": subjects_csv}
