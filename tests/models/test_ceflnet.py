@@ -66,11 +66,11 @@ def test_emotional_scores_are_a_distribution_over_clips():
 
 
 @pytest.mark.parametrize("name", VARIANTS)
-def test_shapes_and_a_finite_training_step(name):
+def test_shapes_and_a_finite_training_step(name, step_losses):
     torch.manual_seed(0)
     model = create_model(name, num_classes=3, image_size=32, num_frames=9, num_clips=3, frames_per_clip=2)
     batch = {"frames": torch.rand(2, 9, 3, 32, 32), "label": torch.tensor([0, 2])}
-    losses, logs = model.train().training_losses(batch, TrainState())
+    losses, logs = step_losses(model.train(), batch, TrainState())
     assert set(losses) == {"main"} and torch.isfinite(losses["main"])
     grads = torch.autograd.grad(losses["main"], model.parameter_groups()["main"])
     assert all(torch.isfinite(g).all() for g in grads)

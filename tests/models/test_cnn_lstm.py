@@ -8,11 +8,11 @@ from cvfer.models import create_model
 from cvfer.models.base import TrainState
 
 
-def test_shapes_step_and_order_sensitivity():
+def test_shapes_step_and_order_sensitivity(step_losses):
     torch.manual_seed(0)
     model = create_model("cnn-lstm", num_classes=4, image_size=40, num_frames=5, input_size=32)
     batch = {"frames": torch.rand(2, 5, 3, 40, 40), "label": torch.tensor([1, 3])}
-    losses, logs = model.train().training_losses(batch, TrainState())
+    losses, logs = step_losses(model.train(), batch, TrainState())
     grads = torch.autograd.grad(losses["main"], model.parameter_groups()["main"])
     assert all(torch.isfinite(g).all() for g in grads) and logs["ce"] > 0
     model.eval()

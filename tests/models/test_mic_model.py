@@ -11,7 +11,7 @@ import torch
 from cvfer.errors import ConfigError
 from cvfer.models import create_model
 from cvfer.models.base import TrainState
-from cvfer.models.mic import MIC_PRESETS, PAPER_LEARNING_RATES, linear_beta
+from cvfer.models.mic import MIC_PRESETS, PAPER_LEARNING_RATES, MICForward, linear_beta
 from cvfer.models.mine import MIEstimate
 
 SIZE, FRAMES, IDENTITY_DIM, SUBJECTS = 32, 3, 16, 4
@@ -44,9 +44,9 @@ def test_linear_beta_falls_from_start_to_zero_at_beta_epochs() -> None:
     assert linear_beta(0, beta_epochs=0) == 0.0
 
 
-def test_mic_groups_and_which_parameters_each_loss_reaches() -> None:
+def test_mic_groups_and_which_parameters_each_loss_reaches(step_losses) -> None:
     model = _mic()
-    losses, logs = model.training_losses(_batch(), TrainState(epoch=0, num_epochs=100))
+    losses, logs = step_losses(model, _batch(), TrainState(epoch=0, num_epochs=100))
     assert set(losses) == {"fer", "mine", "decoder"}
     assert set(model.parameter_groups()) == set(losses)
     assert {"ce", "mi", "beta", "reconstruction", "accuracy"} <= set(logs) and logs["beta"] == 1.0
@@ -62,15 +62,15 @@ def test_mic_groups_and_which_parameters_each_loss_reaches() -> None:
     assert all(grad is None for grad in classifier_grad)
 
 
-def test_fer_loss_is_ce_plus_alpha_mi_plus_beta_reconstruction() -> None:
+def test_fer_loss_is_ce_plus_alpha_mi_plus_beta_reconstruction(step_losses) -> None:
     model = _mic(alpha=0.3)
-    losses, logs = model.training_losses(_batch(), TrainState(epoch=10, num_epochs=100))
+    losses, logs = step_losses(model, _batch(), TrainState(epoch=10, num_epochs=100))
     beta = linear_beta(10)
     expected = logs["ce"] + 0.3 * max(logs["mi"], 0.0) + beta * logs["reconstruction"]
     assert float(losses["fer"].detach()) == pytest.approx(expected, rel=1e-5)
 
 
-def test_a_negative_mi_estimate_is_not_rewarded() -> None:
+def test_a_negative_mi_estimate_is_not_rewarded(step_losses) -> None:
     """MI >= 0: a wrong estimator reading below 0 must not pull the encoder further (clamped at 0)."""
 
     class NegativeEstimator(torch.nn.Module):
@@ -84,41 +84,41 @@ def test_a_negative_mi_estimate_is_not_rewarded() -> None:
 
     model = _mic(alpha=1.0)
     model.mi_estimator = NegativeEstimator()
-    losses, logs = model.training_losses(_batch(), TrainState(epoch=40))
+    losses, logs = step_losses(model, _batch(), TrainState(epoch=40))
     assert logs["mi"] < -1.0
     assert float(losses["fer"].detach()) == pytest.approx(logs["ce"], rel=1e-6)
 
 
-def test_decoder_is_skipped_once_beta_reaches_zero() -> None:
-    losses, logs = _mic().training_losses(_batch(), TrainState(epoch=30, num_epochs=100))
+def test_decoder_is_skipped_once_beta_reaches_zero(step_losses) -> None:
+    losses, logs = step_losses(_mic(), _batch(), TrainState(epoch=30, num_epochs=100))
     assert "decoder" not in losses and logs["beta"] == 0.0
 
 
-def test_variants_have_their_groups_and_inputs() -> None:
+def test_variants_have_their_groups_and_inputs(step_losses) -> None:
     assert _mic("mic-no-rec").train_inputs == ("residuals", "identity")
     assert set(_mic("mic-no-rec").parameter_groups()) == {"fer", "mine"}
     assert set(_mic("mic-mi-adv").parameter_groups()) == {"fer", "adversary", "decoder"}
     assert _mic("mic-mv").test_inputs == ("residuals", "motion_vectors")
     assert _mic("mic").test_inputs == ("residuals",)
     mic_mi = _mic("mic-mi")
-    losses, logs = mic_mi.training_losses(_batch(), TrainState(epoch=40))
+    losses, logs = step_losses(mic_mi, _batch(), TrainState(epoch=40))
     assert float(losses["fer"].detach()) == pytest.approx(logs["ce"], rel=1e-6)  # α = 0, β = 0: CE only
     assert "mi" in logs  # T_θ still trained and logged
     club = _mic(mi_estimator="club")
     assert type(club.mi_estimator).__name__ == "CLUB"
     all_pairs = _mic(mine_marginal="all-pairs")
     assert all_pairs.mi_estimator.marginal == "all-pairs"
-    _, logs = all_pairs.training_losses(_batch(), TrainState())
+    _, logs = step_losses(all_pairs, _batch(), TrainState())
     assert torch.isfinite(torch.tensor(logs["mi"]))
 
 
-def test_adversary_variant_trains_a_subject_classifier_and_checks_subjects() -> None:
+def test_adversary_variant_trains_a_subject_classifier_and_checks_subjects(step_losses) -> None:
     model = _mic("mic-mi-adv")
-    losses, logs = model.training_losses(_batch(), TrainState())
+    losses, logs = step_losses(model, _batch(), TrainState())
     assert "identity_accuracy" in logs and float(losses["adversary"].detach()) > 0
     bad = {**_batch(), "subject": torch.tensor([0, 1, 2, SUBJECTS])}
     with pytest.raises(ConfigError, match="num_subjects"):
-        model.training_losses(bad, TrainState())
+        step_losses(model, bad, TrainState())
     with pytest.raises(ConfigError, match="num_subjects"):
         create_model("mic-mi-adv", image_size=SIZE, identity_dim=IDENTITY_DIM)
 
@@ -127,9 +127,11 @@ def test_adversary_variant_trains_a_subject_classifier_and_checks_subjects() -> 
 def test_critic_losses_reach_only_the_critic_and_reshuffle(name: str, critic: str) -> None:
     model = _mic(name)
     state = TrainState(step=5)
-    assert model.critic_losses(state, 1) == {}  # nothing before the first training step
-    losses, _ = model.training_losses(_batch(batch_size=8), state)
-    extra = model.critic_losses(state, 1)
+    batch = _batch(batch_size=8)
+    forward = model.training_forward(batch, state)
+    assert model.critic_losses(MICForward(forward.output), state, 1) == {}  # nothing without the critics' inputs
+    losses, _ = model.training_losses(batch, forward, state)
+    extra = model.critic_losses(forward, state, 1)
     assert set(extra) == {critic}
     groups = model.parameter_groups()
     assert all(grad is not None for grad in torch.autograd.grad(extra[critic], groups[critic], retain_graph=True))
@@ -137,28 +139,27 @@ def test_critic_losses_reach_only_the_critic_and_reshuffle(name: str, critic: st
     assert all(grad is None for grad in fer_grads)  # detached z_E: the encoder is not moved by critic steps
     if critic == "mine":  # a new draw of the marginal: a different value than the step's own bound
         assert not torch.equal(extra["mine"].detach(), losses["mine"].detach())
-        assert torch.equal(model.critic_losses(state, 1)["mine"].detach(), extra["mine"].detach())
+        assert torch.equal(model.critic_losses(forward, state, 1)["mine"].detach(), extra["mine"].detach())
 
 
 @pytest.mark.parametrize("name, critic", [("mic", "mine"), ("mic-mi-adv", "adversary")])
-def test_fit_critics_sees_this_batch_before_the_critics_are_read(name: str, critic: str) -> None:
-    """critic_first: `state.fit_critics` runs once per `training_losses`, after the batch's detached z_E is
-    stored for `critic_losses` and before the critic's own loss is computed, so what it changes is used."""
+def test_critics_updated_between_forward_and_losses_see_this_batch_and_are_read(name: str, critic: str) -> None:
+    """critic_first: the trainer updates the critics between `training_forward` and `training_losses`, on this
+    batch's detached z_E (what `critic_losses` reads); the losses come after, so what it changes is used."""
     model = _mic(name)
     batch = _batch(batch_size=8)
+    state = TrainState(step=2)
     seen: list[torch.Tensor] = []
     critic_module = model.mi_estimator if critic == "mine" else model.identity_adversary
-
-    def fit() -> None:
-        stored = model._critic_inputs[critic][0]
-        assert not stored.requires_grad
-        seen.append(stored.clone())
-        for param in critic_module.parameters():  # a visible change: the losses must be computed after it
-            param.data.zero_()
-
-    losses, _ = model.training_losses(batch, TrainState(step=2, fit_critics=fit))
-    assert len(seen) == 1
+    forward = model.training_forward(batch, state)
+    hook = critic_module.register_forward_hook(lambda module, args, output: seen.append(args[0].clone()))
+    model.critic_losses(forward, state, 1)
+    hook.remove()
+    assert len(seen) == 1 and not seen[0].requires_grad
     torch.testing.assert_close(seen[0], model(batch).features)  # eval of the same weights, train-mode BN
+    for param in critic_module.parameters():  # a visible change: the losses must be computed after it
+        param.data.zero_()
+    losses, _ = model.training_losses(batch, forward, state)
     if critic == "mine":  # a zeroed T_θ scores every pair 0: the bound is exactly 0
         assert float(losses["mine"].detach()) == 0.0
     else:  # a zeroed classifier is uniform over the subjects
@@ -178,9 +179,9 @@ def test_feature_norm_keeps_the_lstm_input_on_unit_scale_when_f4_blows_up() -> N
     assert seen[True] < 25 < seen[False]  # LayerNorm over 512 units bounds each value by √511 ≈ 22.6
 
 
-def test_inference_module_holds_only_the_fer_branch_and_reloads() -> None:
+def test_inference_module_holds_only_the_fer_branch_and_reloads(step_losses) -> None:
     model = _mic()
-    model.training_losses(_batch(), TrainState())  # moves BN statistics, MINE's average
+    step_losses(model, _batch(), TrainState())  # moves BN statistics, MINE's average
     model.eval()
     inference = model.inference_module()
     keys = list(inference.state_dict())
@@ -195,7 +196,7 @@ def test_inference_module_holds_only_the_fer_branch_and_reloads() -> None:
         assert model(batch).logits.shape == (4, 7) and model(batch).features.shape == (4, 512)
 
 
-def test_mine_bound_is_computed_on_the_gathered_global_batch() -> None:
+def test_mine_bound_is_computed_on_the_gathered_global_batch(step_losses) -> None:
     model = _mic()
     seen: list[int] = []
     model.mi_estimator.statistics.register_forward_hook(lambda module, args, out: seen.append(args[0].shape[0]))
@@ -205,15 +206,15 @@ def test_mine_bound_is_computed_on_the_gathered_global_batch() -> None:
         gathered.append(tuple(tensor.shape))
         return torch.cat([tensor, tensor.flip(0)])
 
-    model.training_losses(_batch(), TrainState(all_gather=fake_all_gather))
+    step_losses(model, _batch(), TrainState(all_gather=fake_all_gather))
     assert gathered == [(4, 512), (4, IDENTITY_DIM)]
     assert seen == [8, 8]  # joint and marginal scores over the global batch
 
 
-def test_bad_inputs_and_options_are_config_errors() -> None:
+def test_bad_inputs_and_options_are_config_errors(step_losses) -> None:
     model = _mic()
     with pytest.raises(ConfigError, match="identity_dim"):
-        model.training_losses({**_batch(), "identity": torch.randn(4, IDENTITY_DIM + 1)}, TrainState())
+        step_losses(model, {**_batch(), "identity": torch.randn(4, IDENTITY_DIM + 1)}, TrainState())
     with pytest.raises(ConfigError, match="image_size"):
         model({"residuals": torch.randn(2, FRAMES, 3, SIZE + 4, SIZE + 4)})
     with pytest.raises(ConfigError, match="unknown MIC options"):

@@ -1,8 +1,9 @@
 """timm-style: every registered model, at tiny sizes, runs forward and a training step of every group.
 
 A new model is tested here the moment it is registered: it must build from the common keyword arguments,
-return (B, C) logits from its `test_inputs`, give finite losses per parameter group whose gradients reach
-that group (the trainer's `torch.autograd.grad(loss, group)`), and log plain finite floats.
+return (B, C) logits from its `test_inputs` (and from a training step's forward pass, when it runs one), give
+finite losses per parameter group whose gradients reach that group (the trainer's
+`torch.autograd.grad(loss, group)`), and log plain finite floats.
 """
 
 from __future__ import annotations
@@ -62,7 +63,10 @@ def test_model_forward_and_one_step_of_every_group(name: str) -> None:
     model.train()
     for step in range(MAX_STEPS):
         batch = _batch(set(model.train_inputs) | set(model.test_inputs), seed=step)
-        losses, logs = model.training_losses(batch, TrainState(epoch=0, num_epochs=2, step=step))
+        state = TrainState(epoch=0, num_epochs=2, step=step)
+        forward = model.training_forward(batch, state)
+        assert forward.output is None or forward.output.logits.shape == (BATCH, NUM_CLASSES)
+        losses, logs = model.training_losses(batch, forward, state)
         assert set(losses) <= set(groups), f"losses {set(losses) - set(groups)} have no parameter group"
         assert all(isinstance(value, float) and torch.isfinite(torch.tensor(value)) for value in logs.values())
         # As the trainer: every group's gradient first (losses may share one graph), then every step.

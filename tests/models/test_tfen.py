@@ -41,12 +41,12 @@ def test_forward_shapes(name):
 
 
 @pytest.mark.parametrize("name", VARIANTS)
-def test_every_group_step_is_finite_and_reaches_its_parameters(name):
+def test_every_group_step_is_finite_and_reaches_its_parameters(name, step_losses):
     model = small_model(name).train()
     groups = model.parameter_groups()
     seen = set()
     for step in (0, 1) if "adversary" in groups else (0,):
-        losses, logs = model.training_losses(small_batch(), TrainState(step=step))
+        losses, logs = step_losses(model, small_batch(), TrainState(step=step))
         assert all(torch.isfinite(torch.tensor(value)) for value in logs.values())
         for group, loss in losses.items():
             seen.add(group)
@@ -57,39 +57,42 @@ def test_every_group_step_is_finite_and_reaches_its_parameters(name):
     assert seen == set(groups)
 
 
-def test_adversary_trains_every_third_step_only():
+def test_adversary_trains_every_third_step_only(step_losses):
     model = small_model("tfen")
-    outputs = []  # the trainer reads train accuracy from the model's forward outputs, as here
+    outputs = []  # every forward pass of the model
     model.register_forward_hook(lambda module, args, output: outputs.append(output))
     returned = []
     for step in range(6):
         outputs.clear()
-        returned.append(set(model.training_losses(small_batch(), TrainState(step=step))[0]))
+        batch, state = small_batch(), TrainState(step=step)
+        forward = model.training_forward(batch, state)
+        returned.append(set(model.training_losses(batch, forward, state)[0]))
         assert len(outputs) == (0 if step % 3 == 0 else 1)
+        assert forward.output is (None if step % 3 == 0 else outputs[0])  # what the trainer scores train accuracy on
     assert returned == [{"adversary"}, {"main"}, {"main"}, {"adversary"}, {"main"}, {"main"}]
     plain = small_model("tfen-no-adversary")
-    assert set(plain.training_losses(small_batch(), TrainState(step=0))[0]) == {"main"}
+    assert set(step_losses(plain, small_batch(), TrainState(step=0))[0]) == {"main"}
     assert set(plain.parameter_groups()) == {"main"}
 
 
-def test_adversary_step_does_not_reach_the_expression_side():
+def test_adversary_step_does_not_reach_the_expression_side(step_losses):
     model = small_model("tfen")
-    losses, _ = model.training_losses(small_batch(), TrainState(step=0))
+    losses, _ = step_losses(model, small_batch(), TrainState(step=0))
     main_params = model.parameter_groups()["main"]
     grads = torch.autograd.grad(losses["adversary"], main_params, allow_unused=True)
     assert all(g is None for g in grads)
 
 
-def test_uniform_identity_term_reaches_the_decoupler():
+def test_uniform_identity_term_reaches_the_decoupler(step_losses):
     model = small_model("tfen", alpha=0.0)
-    losses, logs = model.training_losses(small_batch(), TrainState(step=1))
+    losses, logs = step_losses(model, small_batch(), TrainState(step=1))
     assert losses["main"].item() == pytest.approx(logs["uniform_mse"], rel=1e-5)
     decoupler_params = list(model.recognizer.decoupler.parameters())
     grads = torch.autograd.grad(losses["main"], decoupler_params)
     assert any(g.abs().sum() > 0 for g in grads)
 
 
-def test_face_extractor_is_frozen():
+def test_face_extractor_is_frozen(step_losses):
     model = small_model("tfen").train()
     face = model.recognizer.face_extractor
     assert not face.training
@@ -98,7 +101,7 @@ def test_face_extractor_is_frozen():
     assert not group_ids & {id(p) for p in face.parameters()}
     before = {k: v.clone() for k, v in face.state_dict().items()}
     for step in (0, 1):
-        losses, _ = model.training_losses(small_batch(), TrainState(step=step))
+        losses, _ = step_losses(model, small_batch(), TrainState(step=step))
         sum(losses.values()).backward()
     assert all(p.grad is None for p in face.parameters())
     assert all(torch.equal(before[k], v) for k, v in face.state_dict().items())  # BN statistics too
@@ -125,10 +128,10 @@ def test_bad_face_weights_are_checkpoint_errors(tmp_path):
         small_model("tfen", face_weights=tmp_path / "missing.pt")
 
 
-def test_subject_outside_the_adversary_is_a_config_error():
+def test_subject_outside_the_adversary_is_a_config_error(step_losses):
     batch = small_batch() | {"subject": torch.tensor([0, 5])}
     with pytest.raises(ConfigError, match="num_subjects"):
-        small_model("tfen").training_losses(batch, TrainState(step=1))
+        step_losses(small_model("tfen"), batch, TrainState(step=1))
 
 
 def test_parameter_count_matches_the_paper():

@@ -9,6 +9,7 @@ The DDP test's worker processes load this file by path and call the same helpers
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,13 +23,21 @@ from cvfer.data.manifest import ClipRecord, write_manifest
 from cvfer.data.splits import Fold, Splits, write_splits
 from cvfer.errors import CompressedVideoError
 from cvfer.models import list_models, register_model
-from cvfer.models.base import FERModel, FEROutput, TrainState
+from cvfer.models.base import FERModel, FEROutput, TrainingForward, TrainState
 from cvfer.models.registry import variant_builder
 
 TINY_MODEL = "test-tiny-two-group"
 CLASSES = ["anger", "happiness", "surprise"]
 SIZE = 8
 FRAMES = 4
+
+
+@dataclass
+class TinyForward(TrainingForward):
+    """The tiny model's forward pass with the critic's inputs: z_E and the I frame's colour over the global batch."""
+
+    features: torch.Tensor
+    colours: torch.Tensor
 
 
 class TinyTwoGroupModel(FERModel):
@@ -68,13 +77,14 @@ class TinyTwoGroupModel(FERModel):
         features = self.encoder(summary * 10)
         return FEROutput(logits=self.classifier(features), features=features)
 
-    def training_losses(self, batch, state: TrainState):
+    def training_forward(self, batch, state: TrainState) -> TinyForward:
         out = self(batch)
         colour = batch["iframe"].mean(dim=(2, 3))
-        features, colours = state.all_gather(out.features), state.all_gather(colour)
-        self._critic_inputs = (features.detach(), colours.detach())
-        state.fit_critics()
-        mutual_information = self._bound(features, colours)
+        return TinyForward(out, state.all_gather(out.features), state.all_gather(colour))
+
+    def training_losses(self, batch, forward: TinyForward, state: TrainState):
+        out = forward.output
+        mutual_information = self._bound(forward.features, forward.colours)
         cross_entropy = nn.functional.cross_entropy(out.logits, batch["label"])
         main = cross_entropy + 0.1 * mutual_information
         if state.step in self.nan_loss_steps:
@@ -91,8 +101,8 @@ class TinyTwoGroupModel(FERModel):
         marginal = torch.logsumexp(self.critic(torch.cat([features, shuffled], 1)), 0).squeeze() - math.log(len(colours))
         return joint - marginal
 
-    def critic_losses(self, state: TrainState, repeat: int) -> dict[str, torch.Tensor]:
-        return {"critic": -self._bound(*self._critic_inputs)}
+    def critic_losses(self, forward: TinyForward, state: TrainState, repeat: int) -> dict[str, torch.Tensor]:
+        return {"critic": -self._bound(forward.features.detach(), forward.colours.detach())}
 
     def parameter_groups(self):
         return {

@@ -212,7 +212,7 @@ def test_trainer_records_the_resolved_identity_encoder_and_resumes(fake_data, ma
         loaded.append(spec)
         return SimpleNamespace(dim=4, encode=lambda iframes: np.ones((len(iframes), 4), dtype=np.float32))
 
-    monkeypatch.setattr("cvfer.train.loop._load_identity_encoder", fake_loader)
+    monkeypatch.setattr("cvfer.train.data._load_identity_encoder", fake_loader)
     synthetic = _synthetic_copy(fake_data, tmp_path)
     auto = make_config(model=IDENTITY_MODEL, identity_encoder="auto", epochs=1)
 

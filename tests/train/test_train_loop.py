@@ -13,9 +13,10 @@ from cvfer.data.manifest import Manifest
 from cvfer.errors import CheckpointError, ConfigError, CvferError
 from cvfer.models import create_model
 from cvfer.runs import read_features, read_predictions
+from cvfer.train import outputs as train_outputs
 from cvfer.train import train
-from cvfer.train import loop as train_loop
-from cvfer.train.loop import epoch_order, global_batches
+from cvfer.train.data import epoch_order, global_batches
+from cvfer.train.optimizers import GroupOptimizers
 
 
 def _weights(run_dir):
@@ -26,6 +27,10 @@ def _assert_same_state(first, second):
     assert first.keys() == second.keys()
     for key in first:
         assert torch.equal(first[key], second[key]), key
+
+
+def _tiny_model_class():
+    return type(create_model("test-tiny-two-group", num_classes=3, image_size=8, num_frames=4))
 
 
 def _history(run_dir):
@@ -83,24 +88,26 @@ def test_critic_steps_update_only_the_critic_more_often(reference_run, make_conf
 
 
 def test_critic_first_updates_the_critic_before_the_encoder_step(reference_run, make_config, tmp_path, monkeypatch):
-    """critic_first: inside each step's `training_losses`, after the forward pass and before the critic is read,
-    the critic gets its k − 1 extra updates on that batch; only then do the main and critic groups step."""
+    """critic_first: in each step, after the forward pass (`training_forward`) and before its losses read the
+    critic (`training_losses`), the critic gets its k − 1 extra updates on that batch; only then do the main and
+    critic groups step."""
     data, _ = reference_run
     events: list[str] = []
-    model_class = type(create_model("test-tiny-two-group", num_classes=3, image_size=8, num_frames=4))
-    for method in ("critic_losses", "training_losses", "_bound"):
+    model_class = _tiny_model_class()
+    for method in ("critic_losses", "training_forward", "training_losses", "_bound"):
         original = getattr(model_class, method)
         monkeypatch.setattr(
             model_class, method, lambda self, *args, _original=original, _name=method: events.append(_name) or _original(self, *args)
         )
-    original_step = train_loop._Trainer._step
+    original_step = GroupOptimizers.step
     monkeypatch.setattr(
-        train_loop._Trainer, "_step",
-        lambda self, losses, epoch: events.append("step " + ",".join(sorted(losses))) or original_step(self, losses, epoch),
+        GroupOptimizers, "step",
+        lambda self, losses: events.append("step " + ",".join(sorted(losses))) or original_step(self, losses),
     )
     result = train(make_config(epochs=1, critic_steps=3, critic_first=True), data, 0, tmp_path / "run")
     steps = int(result.history[0]["step"])
-    one_step = ["training_losses"] + ["critic_losses", "_bound", "step critic"] * 2 + ["_bound", "step critic,main"]
+    critic_update = ["critic_losses", "_bound", "step critic"]
+    one_step = ["training_forward", *critic_update * 2, "training_losses", "_bound", "step critic,main"]
     assert events == one_step * steps
     optimizers = torch.load(result.out_dir / "checkpoint.pt", weights_only=False)["optimizers"]
     critic_steps = {float(state["step"]) for state in optimizers["critic"]["state"].values()}
@@ -143,7 +150,7 @@ def test_extended_run_equals_uninterrupted(reference_run, make_config, tmp_path)
 def test_killed_run_resumes_exactly(reference_run, make_config, tmp_path, monkeypatch):
     data, reference = reference_run
     saves = []
-    real_save = train_loop.save_checkpoint
+    real_save = train_outputs.save_checkpoint
 
     def save_then_die(path, **state):
         real_save(path, **state)
@@ -151,10 +158,10 @@ def test_killed_run_resumes_exactly(reference_run, make_config, tmp_path, monkey
         if state["epoch"] == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_loop, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(train_outputs, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         train(make_config(epochs=3), data, 0, tmp_path / "killed")
-    monkeypatch.setattr(train_loop, "save_checkpoint", real_save)
+    monkeypatch.setattr(train_outputs, "save_checkpoint", real_save)
     assert saves == [1, 2] and not (tmp_path / "killed" / "model.pt").exists()
     resumed = train(make_config(epochs=3), data, 0, tmp_path / "killed", resume=True)
     _assert_same_state(_weights(reference.out_dir), _weights(resumed.out_dir))
@@ -238,10 +245,43 @@ def test_bad_fold_device_model_option_and_group_are_config_errors(reference_run,
         patch.setattr(torch.cuda, "is_available", lambda: False)
         with pytest.raises(ConfigError, match="--device cuda but torch sees no CUDA device"):
             train(make_config(device="cuda"), data, 0, tmp_path / "run")
-    with pytest.raises(ConfigError, match="rejects its options"):
+    with pytest.raises(ConfigError, match=r"rejects its options \(got an unexpected keyword argument 'alpha'\)"):
         train(make_config(model_cfg={"alpha": 0.1}), data, 0, tmp_path / "run")
     with pytest.raises(ConfigError, match=r"group_lr names groups \['mine'\]"):
         train(make_config(group_lr={"mine": 0.1}), data, 0, tmp_path / "run")
+
+
+def test_options_the_builder_does_not_take_are_config_errors(reference_run, make_config, tmp_path, monkeypatch):
+    """Options are bound to the builder's signature before the call: a mismatch names the option, and no
+    constructor has run."""
+    data, _ = reference_run
+    built: list[str] = []
+    model_class = _tiny_model_class()
+    original_init = model_class.__init__
+
+    def recorded_init(self, *args, **kwargs):
+        built.append("init")
+        original_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(model_class, "__init__", recorded_init)
+    config = make_config(model="test-tiny-two-group-subjects", model_cfg={"hiden": 4})
+    message = r"model '\S+-subjects' rejects its options \(got an unexpected keyword argument 'hiden'\)"
+    with pytest.raises(ConfigError, match=message):
+        train(config, data, 0, tmp_path / "run")
+    assert built == []
+
+
+def test_a_type_error_inside_the_constructor_is_reported_as_itself(reference_run, make_config, tmp_path, monkeypatch):
+    """The options match the builder's signature, so a TypeError from the constructor is a bug, not "rejects"."""
+    data, _ = reference_run
+    model_class = _tiny_model_class()
+
+    def broken_init(self, num_classes, image_size, num_frames, **options):
+        raise TypeError("a bug inside the constructor")
+
+    monkeypatch.setattr(model_class, "__init__", broken_init)
+    with pytest.raises(TypeError, match="^a bug inside the constructor$"):
+        train(make_config(), data, 0, tmp_path / "run")
 
 
 def test_data_order_depends_on_seed_and_epoch_only():
@@ -258,6 +298,6 @@ def test_face_crop_flag_follows_the_dataset_meta(tmp_path):
     def manifest(meta):
         return Manifest(root=tmp_path, clips=[], classes=["anger"], meta=meta)
 
-    assert train_loop._face_cropped(manifest({"crop": "face", "face_padding": 0.2}))
-    assert not train_loop._face_cropped(manifest({"crop": "centre square"}))
-    assert not train_loop._face_cropped(manifest({"source": "synthetic"}))
+    assert train_outputs._face_cropped(manifest({"crop": "face", "face_padding": 0.2}))
+    assert not train_outputs._face_cropped(manifest({"crop": "centre square"}))
+    assert not train_outputs._face_cropped(manifest({"source": "synthetic"}))

@@ -3,12 +3,16 @@
 A batch is a dict of tensors built by `cvfer.data.dataset` (see `BATCH_KEYS`). A model names the keys it
 needs for training (`train_inputs`) and at test time (`test_inputs`); the data loader loads only those.
 
-Training is expressed as one scalar loss per *parameter group*: `training_losses` returns e.g.
-``{"fer": ..., "mine": ..., "decoder": ...}`` and `parameter_groups` returns the parameters each loss
-updates. The trainer takes the gradient of each loss with respect to its own group only (so the MINE
-statistics network can maximise the bound while the encoder minimises it, Algorithm 1 of MIC), and steps
-one optimizer per group. Groups absent from the returned dict are not stepped this iteration
-(alternating schedules such as TFEN's every-S-steps adversary).
+A training step is two calls, so that the trainer can update the critics in between (`critic_first`):
+`training_forward` runs the forward pass and returns it (`TrainingForward`: the model's output, which the
+trainer scores train accuracy on, plus whatever the losses read), and `training_losses` turns it into one
+scalar loss per *parameter group*, e.g. ``{"fer": ..., "mine": ..., "decoder": ...}``; `parameter_groups`
+returns the parameters each loss updates. The trainer takes the gradient of each loss with respect to its
+own group only (so the MINE statistics network can maximise the bound while the encoder minimises it,
+Algorithm 1 of MIC), and steps one optimizer per group. Groups absent from the returned dict are not
+stepped this iteration (alternating schedules such as TFEN's every-S-steps adversary). `critic_losses`
+gives the critics' losses alone on a forward pass's detached features, for the trainer's extra critic
+updates (`critic_steps`).
 """
 
 from __future__ import annotations
@@ -35,16 +39,13 @@ BATCH_KEYS: dict[str, str] = {
 
 @dataclass
 class TrainState:
-    """What a model may know of the training run inside `training_losses`."""
+    """What a model may know of the training run in a training step."""
 
     epoch: int = 0
     num_epochs: int = 1
     step: int = 0
     # Gathers a tensor over all processes (autograd-aware); identity when not distributed.
     all_gather: Callable[[torch.Tensor], torch.Tensor] = field(default=lambda tensor: tensor)
-    # Called by `training_losses` once the batch's detached critic inputs are stored and before any critic
-    # is read: with `critic_first` the trainer updates the critics here, on this batch (docs/training.md).
-    fit_critics: Callable[[], None] = field(default=lambda: None)
 
 
 @dataclass
@@ -53,6 +54,14 @@ class FEROutput:
 
     logits: torch.Tensor
     features: torch.Tensor
+
+
+@dataclass
+class TrainingForward:
+    """The forward pass of one training step: the model's output on the batch (None when the step runs none,
+    e.g. TFEN's adversary steps). A model subclasses it to keep what its losses and critics read."""
+
+    output: FEROutput | None
 
 
 class FERModel(nn.Module, abc.ABC):
@@ -65,18 +74,22 @@ class FERModel(nn.Module, abc.ABC):
     def forward(self, batch: dict[str, torch.Tensor]) -> FEROutput:
         """Logits and z_E from the `test_inputs` of a batch."""
 
+    def training_forward(self, batch: dict[str, torch.Tensor], state: TrainState) -> TrainingForward:
+        """The forward pass of a training step on `batch` (its `train_inputs`)."""
+        return TrainingForward(self(batch))
+
     def training_losses(
-        self, batch: dict[str, torch.Tensor], state: TrainState
+        self, batch: dict[str, torch.Tensor], forward: TrainingForward, state: TrainState
     ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-        """Losses per parameter group, plus scalar logs (each loss term) for progress and CSV."""
-        out = self(batch)
-        loss = nn.functional.cross_entropy(out.logits, batch["label"])
+        """Losses per parameter group of the step whose forward pass is `forward`, plus scalar logs (each loss
+        term) for progress and history. Default: cross-entropy of the output's logits."""
+        loss = nn.functional.cross_entropy(forward.output.logits, batch["label"])
         return {"main": loss}, {"ce": float(loss.detach())}
 
-    def critic_losses(self, state: TrainState, repeat: int) -> dict[str, torch.Tensor]:
-        """Extra losses for the critics alone (e.g. MINE's T_θ), from the detached features of the last
-        `training_losses` call; the trainer steps them `critic_steps - 1` more times per step (`repeat` =
-        1, 2, ...). A model without critics returns {}."""
+    def critic_losses(self, forward: TrainingForward, state: TrainState, repeat: int) -> dict[str, torch.Tensor]:
+        """Losses of the critics alone (e.g. MINE's T_θ) on `forward`'s detached features, for the trainer's
+        `critic_steps` − 1 extra critic updates of a step (`repeat` = 1, 2, ...). A model without critics
+        returns {}."""
         return {}
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:

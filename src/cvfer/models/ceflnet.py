@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from cvfer.errors import ConfigError
 from cvfer.models.backbones import ResNet18, encode_frames
-from cvfer.models.base import FERModel, FEROutput, TrainState
+from cvfer.models.base import FERModel, FEROutput, TrainingForward, TrainState
 from cvfer.models.registry import Preset, register_model, register_presets, variant_builder
 
 FEATURE_DIM = ResNet18.out_features
@@ -194,11 +194,10 @@ class CEFLNet(FERModel):
         return FEROutput(*self.head(clip_features.unflatten(0, (frames.shape[0], self.num_clips))))
 
     def training_losses(
-        self, batch: dict[str, Tensor], state: TrainState
+        self, batch: dict[str, Tensor], forward: TrainingForward, state: TrainState
     ) -> tuple[dict[str, Tensor], dict[str, float]]:
         """The video-level classification loss L_class of Eq. 11, the only loss of the paper."""
-        out = self(batch)
-        loss = clip_aware_loss(out.logits, batch["label"])
+        loss = clip_aware_loss(forward.output.logits, batch["label"])
         return {"main": loss}, {"loss": float(loss.detach())}
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import inspect
 import math
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -20,7 +21,7 @@ from torch import Tensor, nn
 
 from cvfer.errors import ConfigError
 from cvfer.models.backbones import resnet18_stage, resnet18_stem
-from cvfer.models.base import FERModel, FEROutput, TrainState
+from cvfer.models.base import FERModel, FEROutput, TrainingForward, TrainState
 from cvfer.models.mine import MI_ESTIMATORS, create_mi_estimator, marginal_permutation
 from cvfer.models.registry import Preset, register_model, register_presets
 
@@ -207,6 +208,16 @@ class ApexDecoder(nn.Module):
         return self.upsample(grid.view(-1, self.base_width, self.base, self.base))
 
 
+@dataclass
+class MICForward(TrainingForward):
+    """MIC's forward pass: z_E (in `output`), z_I where T_θ or Dec reads it, T_θ's inputs (z_E, √D·z_I) gathered
+    over the global batch, and the subjects the identity adversary predicts."""
+
+    identity: Tensor | None = None
+    mine_inputs: tuple[Tensor, Tensor] | None = None
+    subjects: Tensor | None = None
+
+
 class MIC(FERModel):
     """MIC and its ablations (one class; the registered builders set the variant options)."""
 
@@ -258,8 +269,6 @@ class MIC(FERModel):
                 nn.Linear(FEATURE_DIM, estimator_hidden), nn.ReLU(True), nn.Linear(estimator_hidden, num_subjects)
             )
         self.decoder = ApexDecoder(identity_dim, image_size) if reconstruction else None
-        # Detached (features, target) pairs of the last training step, for `critic_losses`.
-        self._critic_inputs: dict[str, tuple[Tensor, Tensor]] = {}
         frames_inputs = ("residuals", "motion_vectors") if motion_vectors else ("residuals",)
         self.test_inputs = frames_inputs
         self.train_inputs = frames_inputs + ("identity",) + (("apex",) if reconstruction else ())
@@ -271,33 +280,38 @@ class MIC(FERModel):
         """Weight of the reconstruction term at `epoch`."""
         return linear_beta(epoch, self.beta_start, self.beta_epochs) if self.decoder is not None else 0.0
 
-    def training_losses(
-        self, batch: dict[str, Tensor], state: TrainState
+    def training_forward(self, batch: dict[str, Tensor], state: TrainState) -> MICForward:
+        """z_E of the batch, with z_I, T_θ's inputs and the subjects where the losses and critics read them."""
+        output = self(batch)
+        identity = self._identity(batch) if self.mi_estimator is not None or self.decoder is not None else None
+        forward = MICForward(output, identity)
+        if self.mi_estimator is not None and identity is not None:
+            # The product of marginals is drawn from the global batch: every rank gathers z_E and z_I and
+            # draws the same permutation, so the bound is the same on every rank. z_I rows have unit L2 norm,
+            # so components are ~1/√D; rescaling (MI is invariant to it) gives T_θ inputs of unit scale, like
+            # z_E's LSTM outputs.
+            forward.mine_inputs = (
+                state.all_gather(output.features),
+                state.all_gather(identity) * math.sqrt(self.identity_dim),
+            )
+        if self.identity_adversary is not None:
+            forward.subjects = self._subjects(batch)
+        return forward
+
+    def training_losses(  # type: ignore[override]
+        self, batch: dict[str, Tensor], forward: MICForward, state: TrainState
     ) -> tuple[dict[str, Tensor], dict[str, float]]:
         """{"fer": CE + α·MI + β·L_rec (Eq. 6), "mine": −DV bound (or CLUB's −log q), "decoder": L_rec}."""
-        output = self(batch)  # through __call__, so the trainer's forward hook sees the FEROutput
+        output = forward.output
         expression = output.features
         ce = nn.functional.cross_entropy(output.logits, batch["label"])
         accuracy = (output.logits.argmax(1) == batch["label"]).float().mean()
         fer_loss = ce
         losses: dict[str, Tensor] = {}
         logs: dict[str, float] = {"ce": float(ce.detach()), "accuracy": float(accuracy)}
-        identity = self._identity(batch) if self.mi_estimator is not None or self.decoder is not None else None
-        self._critic_inputs = {}
-        if self.mi_estimator is not None and identity is not None:
-            # The product of marginals is drawn from the global batch: every rank gathers z_E and z_I and
-            # draws the same permutation, so the bound is the same on every rank. z_I rows have unit L2 norm,
-            # so components are ~1/√D; rescaling (MI is invariant to it) gives T_θ inputs of unit scale, like
-            # z_E's LSTM outputs.
-            global_expression = state.all_gather(expression)
-            identity_input = state.all_gather(identity) * math.sqrt(self.identity_dim)
-            self._critic_inputs["mine"] = (global_expression.detach(), identity_input.detach())
-        if self.identity_adversary is not None:
-            subjects = self._subjects(batch)
-            self._critic_inputs["adversary"] = (expression.detach(), subjects)
-        state.fit_critics()
 
-        if "mine" in self._critic_inputs and self.mi_estimator is not None:
+        if self.mi_estimator is not None and forward.mine_inputs is not None:
+            global_expression, identity_input = forward.mine_inputs
             permutation = marginal_permutation(
                 global_expression.shape[0], self.shuffle_seed, state.step, global_expression.device
             )
@@ -308,26 +322,26 @@ class MIC(FERModel):
             losses["mine"] = estimate.estimator_loss
             logs["mi"] = float(estimate.mi.detach())
 
-        if self.identity_adversary is not None:
+        if self.identity_adversary is not None and forward.subjects is not None:
             identity_logits = self.identity_adversary(expression)
-            adversary_loss = nn.functional.cross_entropy(identity_logits, subjects)
+            adversary_loss = nn.functional.cross_entropy(identity_logits, forward.subjects)
             # The encoder pushes the adversary's posterior toward uniform over subjects (FLF-style confusion).
             confusion = -nn.functional.log_softmax(identity_logits, dim=1).mean(1).mean()
             fer_loss = fer_loss + self.alpha * confusion
             losses["adversary"] = adversary_loss
             logs["identity_ce"] = float(adversary_loss.detach())
-            logs["identity_accuracy"] = float((identity_logits.argmax(1) == subjects).float().mean())
+            logs["identity_accuracy"] = float((identity_logits.argmax(1) == forward.subjects).float().mean())
 
         beta = self.beta(state.epoch)
         logs["beta"] = beta
         # Past the β ramp the decoder no longer shapes z_E, so it is not run ("only ... at the start", Sec. 3.3).
-        if self.decoder is not None and identity is not None and beta > 0:
+        if self.decoder is not None and forward.identity is not None and beta > 0:
             apex = batch.get("apex")
             if apex is None:
                 raise ConfigError(
                     "MIC's reconstruction needs batch['apex']", fix="load the 'apex' input or use mic-no-rec"
                 )
-            reconstruction_loss = nn.functional.mse_loss(self.decoder(expression, identity), apex)
+            reconstruction_loss = nn.functional.mse_loss(self.decoder(expression, forward.identity), apex)
             fer_loss = fer_loss + beta * reconstruction_loss
             losses["decoder"] = reconstruction_loss
             logs["reconstruction"] = float(reconstruction_loss.detach())
@@ -335,19 +349,21 @@ class MIC(FERModel):
         losses["fer"] = fer_loss
         return losses, logs
 
-    def critic_losses(self, state: TrainState, repeat: int) -> dict[str, Tensor]:
-        """T_θ's loss on a fresh shuffle of the last step's detached (z_E, z_I), and the adversary's CE on
-        its detached z_E: extra critic updates that keep the estimate tight while z_E moves."""
+    def critic_losses(  # type: ignore[override]
+        self, forward: MICForward, state: TrainState, repeat: int
+    ) -> dict[str, Tensor]:
+        """T_θ's loss on a fresh shuffle of the step's detached (z_E, z_I), and the adversary's CE on its
+        detached z_E: extra critic updates that keep the estimate tight while z_E moves."""
         losses: dict[str, Tensor] = {}
-        if "mine" in self._critic_inputs and self.mi_estimator is not None:
-            expression, identity = self._critic_inputs["mine"]
+        if self.mi_estimator is not None and forward.mine_inputs is not None:
+            expression, identity = (tensor.detach() for tensor in forward.mine_inputs)
             permutation = marginal_permutation(
                 expression.shape[0], self.shuffle_seed, state.step, expression.device, draw=repeat
             )
             losses["mine"] = self.mi_estimator(expression, identity, permutation).estimator_loss
-        if "adversary" in self._critic_inputs and self.identity_adversary is not None:
-            expression, subjects = self._critic_inputs["adversary"]
-            losses["adversary"] = nn.functional.cross_entropy(self.identity_adversary(expression), subjects)
+        if self.identity_adversary is not None and forward.subjects is not None:
+            expression = forward.output.features.detach()
+            losses["adversary"] = nn.functional.cross_entropy(self.identity_adversary(expression), forward.subjects)
         return losses
 
     def _identity(self, batch: dict[str, Tensor]) -> Tensor:

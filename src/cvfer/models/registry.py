@@ -57,10 +57,14 @@ def variant_builder(model_class: Callable[..., Any], **fixed: Any) -> Callable[.
     return build
 
 
+def builder_signature(name: str) -> inspect.Signature:
+    """The signature of the builder registered as `name`: `bind` it to options to check them without building."""
+    return inspect.signature(_builder(name))
+
+
 def builder_options(name: str) -> list[str]:
     """The keyword arguments of the builder registered as `name` (none for an unknown name)."""
-    builder = _BUILDERS.get(name)
-    return [] if builder is None else list(inspect.signature(builder).parameters)
+    return list(builder_signature(name).parameters) if name in _BUILDERS else []
 
 
 def builder_accepts(name: str, keyword: str) -> bool:
@@ -105,11 +109,14 @@ def compare_preset(name: str) -> str | None:
 
 def create_model(name: str, **cfg: Any) -> Any:
     """Build the registered model `name` with keyword configuration `cfg`."""
+    return _builder(name)(**cfg)
+
+
+def _builder(name: str) -> Callable[..., Any]:
     try:
-        builder = _BUILDERS[name]
+        return _BUILDERS[name]
     except KeyError:
         raise ConfigError(f"unknown model {name!r}; known: {', '.join(list_models())}") from None
-    return builder(**cfg)
 
 
 def list_models() -> list[str]:

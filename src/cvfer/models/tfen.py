@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from cvfer.errors import CheckpointError, ConfigError
 from cvfer.io import load_torch_file
 from cvfer.models.backbones import frames_to_images, resnet18_3d_stage, resnet18_stage, resnet18_stem
-from cvfer.models.base import FERModel, FEROutput, TrainState
+from cvfer.models.base import FERModel, FEROutput, TrainingForward, TrainState
 from cvfer.models.registry import Preset, register_model, register_presets, variant_builder
 
 TFE_CHANNELS = 128  # output of conv3_x: the 28×28×128 maps of Sec. 3.2-3.4 at input 224
@@ -252,30 +252,34 @@ class TFEN(FERModel):
             groups["adversary"] = list(self.adversary.parameters())
         return groups
 
-    def training_losses(
-        self, batch: dict[str, Tensor], state: TrainState
-    ) -> tuple[dict[str, Tensor], dict[str, float]]:
-        """Algorithm 1: every S-th step trains A (Eq. 5); other steps train E, D, T (α·L_exp + Eq. 6)."""
-        frames = batch["frames"]
-        num_frames = frames.shape[1]
+    def training_forward(self, batch: dict[str, Tensor], state: TrainState) -> TrainingForward:
+        """The recogniser's forward pass, except on A's steps (every S-th), which read only no-grad TFE maps."""
         if self.adversary is None:
-            out = self(batch)
-            ce = nn.functional.cross_entropy(out.logits, batch["label"])
-            return {"main": ce}, {"ce": float(ce.detach())}
+            return TrainingForward(self(batch))
         subjects = batch["subject"]
         if int(subjects.max()) >= self.num_subjects or int(subjects.min()) < 0:
             raise ConfigError(
                 f"subject index {int(subjects.max())} outside the adversary's {self.num_subjects} identities",
                 fix="build TFEN with num_subjects = number of subjects in the dataset",
             )
-        if state.step % self.adversary_every == 0:
+        return TrainingForward(None if state.step % self.adversary_every == 0 else self(batch))
+
+    def training_losses(
+        self, batch: dict[str, Tensor], forward: TrainingForward, state: TrainState
+    ) -> tuple[dict[str, Tensor], dict[str, float]]:
+        """Algorithm 1: every S-th step trains A (Eq. 5); other steps train E, D, T (α·L_exp + Eq. 6)."""
+        if self.adversary is None:
+            return super().training_losses(batch, forward, state)  # cross-entropy alone
+        out = forward.output
+        frames, subjects = batch["frames"], batch["subject"]
+        num_frames = frames.shape[1]
+        if out is None:  # A's step: no forward pass of the recogniser
             with torch.no_grad():
                 tfe = self.recognizer.typical_features(frames)
             one_hot = nn.functional.one_hot(subjects, self.num_subjects).to(tfe.dtype)
             scores = identity_scores(self.adversary, tfe, num_frames)
             face_mse = (scores - one_hot).square().sum(dim=1).mean()  # Eq. 5
             return {"adversary": face_mse}, {"face_mse": float(face_mse.detach())}
-        out = self(batch)
         ce = nn.functional.cross_entropy(out.logits, batch["label"])  # Eq. 4
         scores = identity_scores(self.adversary, out.typical_features, num_frames)
         uniform_mse = (scores - 1.0 / self.num_subjects).square().sum(dim=1).mean()  # Eq. 6, sign folded into Eq. 3
