@@ -20,6 +20,7 @@ _KNOBS: tuple[tuple[str, type, str], ...] = (
     ("au_jitter", float, "spread of each subject's per-AU gain"),
     ("head_motion", float, "scale of head translation and rotation (0 = still)"),
     ("illumination", float, "scale of lighting spread and drift (0 = fixed)"),
+    ("lighting_drift", float, "lighting change within a clip, x illumination (default 0; 1 = the old generator)"),
     ("noise", float, "sensor noise standard deviation in grey levels"),
     ("folds", int, "subject-independent folds in splits.json"),
 )
