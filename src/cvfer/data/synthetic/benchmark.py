@@ -64,7 +64,8 @@ class SynthConfig:
     illumination: float = 1.0  # scales per-clip lighting spread and within-clip drift (0 = fixed)
     # Lighting change within a clip, × illumination (1: gain ±8 %, light direction ±0.3 rad over the clip).
     # 0 by default: CK+'s frames are seconds apart under fixed lights, and a drift fills the residuals with
-    # change that is not expression (a residual CNN: 44 % with drift 1, 61 % without; docs/synthetic.md).
+    # change that is not expression (a CNN on the apex residual: 44 % with drift 1, 55 % without, against 52 %
+    # and 56 % on the apex frame; on real faces residual and frame give the same 91 %; docs/synthetic.md).
     lighting_drift: float = 0.0
     noise: float = 2.0  # sensor noise standard deviation in grey levels
     folds: int = 10  # subject-independent folds in splits.json (at most num_subjects)
