@@ -8,7 +8,7 @@ import pytest
 
 from cvfer.data.manifest import ClipRecord, read_manifest, write_manifest
 from cvfer.errors import CheckpointError, ConfigError, DatasetError
-from cvfer.io import atomic_open, atomic_torch_save, atomic_write_text, load_torch_file
+from cvfer.io import atomic_open, atomic_torch_save, atomic_write_text, load_torch_file, remove_stale_temp_files
 from cvfer.models import create_model
 
 
@@ -20,6 +20,15 @@ def test_atomic_write_leaves_old_file_on_error(tmp_path):
         raise RuntimeError("boom")
     assert target.read_text() == "old"
     assert os.listdir(tmp_path) == ["a.txt"]
+
+
+def test_stale_temp_files_are_those_atomic_open_names(tmp_path):
+    (tmp_path / ".other.tmp").write_text("not ours")
+    with pytest.raises(FileNotFoundError), atomic_open(tmp_path / "checkpoint.pt", "wb") as handle:
+        handle.write(b"half")  # as if killed here: the temp file stays
+        (temp,) = [path for path in tmp_path.iterdir() if path.name.startswith(".checkpoint.pt.")]
+        assert remove_stale_temp_files(tmp_path) == [temp]
+    assert [path.name for path in tmp_path.iterdir()] == [".other.tmp"]
 
 
 def test_atomic_write_gives_the_permissions_of_a_plain_write(tmp_path):
@@ -58,6 +67,16 @@ def test_manifest_errors_name_the_file(tmp_path):
         read_manifest(tmp_path)
     write_manifest(tmp_path, [ClipRecord("a.mp4", "s1", "joy", 1, 2, "x")], ["anger"], {})
     with pytest.raises(DatasetError, match="not in classes"):
+        read_manifest(tmp_path)
+
+
+def test_manifest_refuses_duplicate_rows_and_apex_past_the_end(tmp_path):
+    clip = ClipRecord("a.mp4", "s1", "anger", 1, 2, "x")
+    write_manifest(tmp_path, [clip, ClipRecord("b.mp4", "s2", "anger", 0, 2, "x"), clip], ["anger"], {})
+    with pytest.raises(DatasetError, match=r"manifest.csv: line 4: clip 'a.mp4' is listed again \(first on line 2\)"):
+        read_manifest(tmp_path)
+    write_manifest(tmp_path, [clip, ClipRecord("b.mp4", "s2", "anger", 2, 2, "x")], ["anger"], {})
+    with pytest.raises(DatasetError, match="manifest.csv: line 3: apex_index 2 is outside the clip's 2 frames"):
         read_manifest(tmp_path)
 
 

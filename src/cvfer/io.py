@@ -7,6 +7,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ def _file_mode() -> int:
 
 
 _FILE_MODE = _file_mode()
+_TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")  # atomic_open's mkstemp names: .NAME.XXXXXXXX.tmp
 
 
 @contextlib.contextmanager
@@ -42,6 +44,18 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[BinaryIO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def remove_stale_temp_files(folder: str | Path) -> list[Path]:
+    """Remove the temp files `atomic_open` left in `folder` when its process was killed mid-write; returns them.
+    Call only while no other process writes into `folder`."""
+    removed = []
+    for path in Path(folder).glob(".*.tmp"):
+        if _TEMP_NAME.fullmatch(path.name) and path.is_file() and not path.is_symlink():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+    return removed
 
 
 def broken_link(path: str | Path) -> str | None:

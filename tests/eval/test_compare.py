@@ -182,6 +182,14 @@ def test_more_folds_than_splits_is_refused_up_front(tiny_data, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_out_that_is_a_file_is_refused_before_any_model_runs(tiny_data, tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    assert main(["compare", "--data", str(tiny_data), "--models", TINY, "--out", str(taken)]) != 0
+    assert "--out is an existing file, not a folder" in capsys.readouterr().err
+    assert taken.read_text() == "not a folder"
+
+
 def test_notes_name_training_options_changed_from_the_defaults():
     from cvfer.eval.compare import ComparisonResult, ModelComparison, comparison_markdown
     from cvfer.train.config import TrainConfig

@@ -113,3 +113,90 @@ def test_load_model_rejects_foreign_files(tmp_path):
         load_model(tmp_path / "junk.pt")
     with pytest.raises(CheckpointError, match="not found"):
         load_model(tmp_path / "nothing.pt")
+
+
+def _predict_json(capsys, *args) -> tuple[int, list[str], dict[str, str]]:
+    """`cvfer predict --json`: (exit code, predicted paths, {failed path: reason})."""
+    code = main(["predict", *map(str, args), "--json"])
+    document = json.loads(capsys.readouterr().out)
+    failures = {item["path"]: item["error"] for item in document["failures"]}
+    return code, [item["path"] for item in document["predictions"]], failures
+
+
+def test_empty_folder_is_listed_as_failed(media, tmp_path, capsys):
+    (tmp_path / "nothing").mkdir()
+    (tmp_path / "nothing" / ".hidden").write_text("ignored")
+    code, predicted, failures = _predict_json(capsys, media["model"], tmp_path / "nothing")
+    assert code == 1 and predicted == []
+    assert "no videos and no image frames" in failures[str(tmp_path / "nothing")]
+
+
+def test_folder_rule_predicts_one_level_and_lists_the_rest(media, tmp_path, capsys):
+    folder = tmp_path / "batch"
+    (folder / "deep").mkdir(parents=True)
+    write_video(folder / "video.mp4", _frames(), codec="libx264")
+    write_video(folder / "deep" / "nested.mp4", _frames(), codec="libx264")
+    frames = folder / "frames"
+    frames.mkdir()
+    for index, frame in enumerate(_frames()):
+        imsave(frames / f"{index}.png", frame, check_contrast=False)
+    (frames / "labels.txt").write_text("stray")
+    code, predicted, failures = _predict_json(capsys, media["model"], folder)
+    assert code == 1
+    assert predicted == [str(frames), str(folder / "video.mp4")]
+    assert set(failures) == {str(folder / "deep"), str(frames / "labels.txt")}
+    assert "skipped" in failures[str(folder / "deep")] and "one level" in failures[str(folder / "deep")]
+    assert "skipped" in failures[str(frames / "labels.txt")]
+
+
+def test_truncated_and_corrupt_inputs_fail(media, tmp_path, capsys):
+    bad = []
+    for suffix, options in ((".mp4", {"codec": "libx264"}), (".avi", {}), (".mkv", {"codec": "libx264"})):
+        data = write_video(tmp_path / f"whole{suffix}", _frames(20), **options).read_bytes()
+        for percent in (10, 50, 90):
+            bad.append(tmp_path / f"cut{percent}{suffix}")
+            bad[-1].write_bytes(data[: len(data) * percent // 100])
+    for name, size in (("native.mp4", SIZE), ("flipped.mp4", 40)):  # native: read without re-encoding
+        data = bytearray(write_video(tmp_path / name, [frame[:size, :size] for frame in _frames(20)]).read_bytes())
+        for position in np.random.default_rng(0).integers(len(data) // 4, 3 * len(data) // 4, 30):
+            data[position] ^= 0xFF
+        bad.append(tmp_path / name)
+        bad[-1].write_bytes(bytes(data))
+    code, predicted, failures = _predict_json(capsys, media["model"], *bad)
+    assert code == 1 and predicted == [] and set(failures) == set(map(str, bad))
+
+
+def test_audio_only_and_symlink_loop_are_named(media, tmp_path, capsys):
+    import wave
+
+    with wave.open(str(tmp_path / "sound.wav"), "wb") as sound:
+        sound.setnchannels(1), sound.setsampwidth(2), sound.setframerate(8000)
+        sound.writeframes(bytes(1600))
+    (tmp_path / "loop.mp4").symlink_to("loop.mp4")
+    code, predicted, failures = _predict_json(capsys, media["model"], tmp_path / "sound.wav", tmp_path / "loop.mp4")
+    assert code == 1 and predicted == []
+    assert "has no video stream" in failures[str(tmp_path / "sound.wav")]
+    assert "symlink loop" in failures[str(tmp_path / "loop.mp4")]
+
+
+def test_training_checkpoint_is_refused_in_one_line(media, tmp_path, capsys):
+    from cvfer.train.checkpoint import save_checkpoint
+
+    module = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1)
+    save_checkpoint(
+        tmp_path / "checkpoint.pt", epoch=1, step=1, config={}, model=module,
+        optimizers={"main": optimizer}, schedulers={"main": scheduler}, history=[{"loss": 1.0}],
+    )
+    assert main(["predict", str(tmp_path / "checkpoint.pt"), str(media["h264"])]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and "\x1b" not in captured.err
+    assert "is a training checkpoint.pt, not a model.pt" in captured.err and "give RUN/model.pt" in captured.err
+
+
+def test_unusable_cache_dir_is_refused_up_front(media, capsys):
+    assert main(["predict", str(media["model"]), str(media["pngs"]), "--cache-dir", str(media["h264"])]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert "--cache-dir is an existing file, not a folder" in captured.err

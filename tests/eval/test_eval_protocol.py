@@ -20,6 +20,7 @@ from cvfer.eval.protocol import (
     parse_sweep,
     probe_fold,
     run_cv,
+    run_sweep,
     score_fold,
     shared_classes,
     sweep_table,
@@ -201,6 +202,16 @@ def test_cv_end_to_end_resume_and_cross_dataset(tiny_data, tmp_path, monkeypatch
 def test_cv_rejects_more_folds_than_the_splits_hold(tiny_data, tmp_path):
     with pytest.raises(ConfigError, match="splits.json has 6"):
         run_cv(tiny_data, TrainConfig(model="cnn-lstm"), tmp_path, num_folds=7)
+
+
+def test_cv_and_sweep_refuse_an_out_that_is_a_file_before_any_work(tiny_data, tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    assert main(_cv_arguments(tiny_data, taken)) != 0
+    assert "--out is an existing file, not a folder" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="--out is an existing file"):
+        run_sweep(tiny_data, TrainConfig(model="cnn-lstm"), taken, "lr=0.1")
+    assert taken.read_text() == "not a folder"
 
 
 def test_run_sweep_runs_each_value_in_its_folder(tmp_path, monkeypatch):

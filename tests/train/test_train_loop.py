@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from cvfer.data.manifest import Manifest
-from cvfer.errors import CheckpointError, ConfigError, CvferError
+from cvfer.data.splits import OFFICIAL, Fold, Splits, read_splits, write_splits
+from cvfer.errors import CheckpointError, ConfigError, CvferError, DatasetError
 from cvfer.models import create_model
 from cvfer.runs import read_features, read_predictions
 from cvfer.train import outputs as train_outputs
 from cvfer.train import train
-from cvfer.train.data import epoch_order, global_batches
+from cvfer.train.data import epoch_order, global_batches, read_fold
 from cvfer.train.optimizers import GroupOptimizers
 
 
@@ -202,6 +203,19 @@ def test_checkpoint_write_is_atomic(reference_run, make_config, tmp_path, monkey
     assert not [path.name for path in run.iterdir() if path.name.endswith(".tmp")]
 
 
+def test_resume_removes_temp_files_a_killed_write_left(reference_run, make_config, tmp_path):
+    data, _ = reference_run
+    run = tmp_path / "run"
+    train(make_config(epochs=1), data, 0, run)
+    stale = [run / ".checkpoint.pt.k1ll_3d0.tmp", run / ".history.csv.abcdefgh.tmp"]
+    kept = [run / ".notes.tmp", run / "mine.tmp", run / ".model.pt.short.tmp"]
+    for path in (*stale, *kept):
+        path.write_bytes(b"half")
+    train(make_config(epochs=2), data, 0, run, resume=True)
+    assert not any(path.exists() for path in stale)
+    assert all(path.exists() for path in kept)
+
+
 def test_non_finite_steps_are_skipped(reference_run, make_config, tmp_path):
     data, _ = reference_run
     config = make_config(epochs=1, model_cfg={"nan_loss_steps": [0], "nan_grad_steps": [1]})
@@ -249,6 +263,27 @@ def test_bad_fold_device_model_option_and_group_are_config_errors(reference_run,
         train(make_config(model_cfg={"alpha": 0.1}), data, 0, tmp_path / "run")
     with pytest.raises(ConfigError, match=r"group_lr names groups \['mine'\]"):
         train(make_config(group_lr={"mine": 0.1}), data, 0, tmp_path / "run")
+
+
+def test_out_that_is_a_file_is_refused_before_any_work(reference_run, make_config, tmp_path):
+    data, _ = reference_run
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    with pytest.raises(ConfigError, match="taken: --out is an existing file, not a folder"):
+        train(make_config(), data, 0, taken)
+
+
+def test_split_with_a_subject_in_train_and_test_is_refused(fake_data, make_config, tmp_path):
+    splits = read_splits(fake_data)
+    fold = splits.folds[0]
+    write_splits(fake_data, Splits("subject_kfold", [Fold(train=[*fold.train, fold.test[0]], test=fold.test)]))
+    with pytest.raises(DatasetError, match=r"splits.json: fold 0 is not subject-independent: subject 's3'"):
+        train(make_config(), fake_data, 0, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    write_splits(fake_data, Splits(OFFICIAL, [Fold(train=[*fold.train, fold.test[0]], test=fold.test)]))
+    with pytest.warns(UserWarning, match="subject 's3' is in train and test.*official split is used as published"):
+        _, used = read_fold(fake_data, 0)
+    assert fold.test[0] in used.train
 
 
 def test_options_the_builder_does_not_take_are_config_errors(reference_run, make_config, tmp_path, monkeypatch):

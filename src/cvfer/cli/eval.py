@@ -139,11 +139,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--json", help="also write the results to this JSON file")
     bench.set_defaults(func=_run_bench)
 
-    predict = subparsers.add_parser("predict", help="expression of videos (any format PyAV reads) or image folders")
+    predict = subparsers.add_parser(
+        "predict",
+        help="expression of videos (any format PyAV reads) or image folders",
+        description="A file is one clip. A folder holding images is one clip (its frames, in natural order). Any "
+        "other folder gives its files (each a video) and its direct sub-folders holding images (each a clip); "
+        "it is read one level deep: a sub-folder without images (e.g. of videos) is not searched but listed as "
+        "skipped, as is anything beside the frames of an image folder; an empty folder is listed as failed. "
+        "Hidden files are ignored. Skipped and failed inputs are listed on stderr (or under \"failures\" with "
+        "--json) and the exit code is then 1.",
+    )
     predict.add_argument("checkpoint", help=f"a {MODEL_PT} written by training")
-    predict.add_argument("paths", nargs="+", help="video files or folders (of images, or of videos)")
+    predict.add_argument("paths", nargs="+", help="video files or folders (of images, or of videos and image folders)")
     predict.add_argument("--json", action="store_true", help="print all class probabilities and timings as JSON")
-    predict.add_argument("--cache-dir", help="keep re-encoded clips here (default: a temporary folder)")
+    predict.add_argument("--cache-dir", help="keep re-encoded clips in this writable folder (default: a temporary one)")
     predict.set_defaults(func=_run_predict)
 
     report = subparsers.add_parser("report", help=f"write RUN/{REPORT_MD} with tables and figures")

@@ -89,6 +89,7 @@ def read_manifest(root: str | Path) -> Manifest:
     except (json.JSONDecodeError, KeyError, TypeError) as error:
         raise DatasetError(f"malformed ({error})", info_path) from None
     clips = []
+    first_line: dict[str, int] = {}
     with manifest_path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         missing = set(MANIFEST_COLUMNS) - set(reader.fieldnames or ())
@@ -109,6 +110,19 @@ def read_manifest(root: str | Path) -> Manifest:
                 raise DatasetError(f"line {line}: {error}", manifest_path) from None
             if clip.label not in classes:
                 raise DatasetError(f"line {line}: label {clip.label!r} not in classes {classes}", manifest_path)
+            if not 0 <= clip.apex_index < clip.num_frames:
+                raise DatasetError(
+                    f"line {line}: apex_index {clip.apex_index} is outside the clip's {clip.num_frames} frames",
+                    manifest_path,
+                    "re-prepare the dataset, or set apex_index to a frame in 0..num_frames-1",
+                )
+            if clip.path in first_line:
+                raise DatasetError(
+                    f"line {line}: clip {clip.path!r} is listed again (first on line {first_line[clip.path]})",
+                    manifest_path,
+                    "remove the duplicate row",
+                )
+            first_line[clip.path] = line
             clips.append(clip)
     if not clips:
         raise DatasetError("has no clips", manifest_path)

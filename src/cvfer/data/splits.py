@@ -18,6 +18,7 @@ from cvfer.errors import DatasetError
 from cvfer.io import atomic_write_json
 
 SPLITS_FILE = "splits.json"
+OFFICIAL = "official"  # the kind of a dataset's published split (`cvfer prepare`)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from cvfer.errors import ConfigError, CvferError
 from cvfer.eval.metrics import paired_difference
 from cvfer.eval.protocol import checked_fold_count, run_cv
-from cvfer.io import atomic_write_json, atomic_write_text
+from cvfer.io import atomic_write_json, atomic_write_text, check_output_folder
 from cvfer.runs import COMPARE_JSON, COMPARE_MD, ERROR_TXT, MODEL_PT, fold_dir, model_run_dir
 from cvfer.train.config import TrainConfig, build_config, split_assignment
 
@@ -136,7 +136,7 @@ def run_compare(
     from cvfer.eval.bench import benchmark, machine_info, time_decode
     from cvfer.models import list_models
 
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    data_dir, out_dir = Path(data_dir), check_output_folder(out_dir, "--out")
     names = list(dict.fromkeys(name.strip() for name in models if name.strip()))
     if not names:
         raise ConfigError("no model to compare", fix="give --models NAME,NAME,...")

@@ -10,8 +10,10 @@ the inputs are exactly what the model was trained on.
 from __future__ import annotations
 
 import hashlib
+import pickletools
 import tempfile
 import time
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +26,11 @@ from cvfer import codec
 from cvfer.data.clip import ClipSpec, load_clip, stack_input
 from cvfer.data.manifest import ClipRecord
 from cvfer.errors import CheckpointError, CompressedVideoError, CvferError
-from cvfer.runs import load_inference_model
+from cvfer.io import broken_link, check_output_folder
+from cvfer.runs import CHECKPOINT_PT, MODEL_PT, load_inference_model
 
 CACHED_CLIP = "clips/clip.mp4"  # where `encode_clip` (prepare_clip with key "clip") writes
+TRAINING_CHECKPOINT_KEYS = ("optimizers", "schedulers", "rng", "history")  # in checkpoint.pt, not in model.pt
 
 
 @dataclass
@@ -109,7 +113,7 @@ class Predictor:
         """Model inputs of one video or image folder: re-encode / crop if needed, then extract."""
         path = Path(path)
         if not path.exists():
-            raise CompressedVideoError("file not found", path, "check the path")
+            raise CompressedVideoError(broken_link(path) or "file not found", path, "check the path")
         cache = None if cache_dir is None else Path(cache_dir)
         if not self._needs_encoding(path):
             try:
@@ -154,10 +158,24 @@ class Predictor:
         return dataset.paths, np.concatenate(probabilities)
 
 
+def _is_training_checkpoint(path: Path) -> bool:
+    """Whether `path` is a `checkpoint.pt` (`cvfer.train.checkpoint.save_checkpoint`'s format), judged from
+    the strings of its pickle without unpickling it."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next(name for name in archive.namelist() if name.endswith("/data.pkl"))
+            strings = {arg for _, arg, _ in pickletools.genops(archive.read(name)) if isinstance(arg, str)}
+    except (OSError, zipfile.BadZipFile, StopIteration, ValueError):
+        return False
+    return set(TRAINING_CHECKPOINT_KEYS) <= strings
+
+
 def load_model(path: str | Path) -> Predictor:
     """Load an inference checkpoint (`model.pt` written by training) as a `Predictor`."""
     from cvfer.models import create_model
 
+    if _is_training_checkpoint(Path(path)):
+        raise CheckpointError(f"is a training {CHECKPOINT_PT}, not a {MODEL_PT}", path, f"give RUN/{MODEL_PT}")
     checkpoint = load_inference_model(path)
     # TFEN's F is in the state dict; model.pt files written before training resolved `face_weights` to a
     # file kept its name ("synthetic"), which only training may resolve.
@@ -202,29 +220,60 @@ def predictor_for_name(spec: str, clip: str | Path, *, num_classes: int = 7, num
     return Predictor(model.inference_module(), spec, [f"class_{index}" for index in range(num_classes)], data)
 
 
-def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
-    """Videos to predict: files as given; a folder of images is one clip, other folders give their files."""
-    expanded: list[Path] = []
+def _add_image_folder(folder: Path, clips: list[Path], skipped: list[tuple[Path, str]]) -> bool:
+    """If `folder` holds image files: add it to `clips` as one clip, list its other visible entries in
+    `skipped`, and return True; else return False."""
+    from cvfer.data.datasets.common import is_image, sorted_entries
+
+    entries = sorted_entries(folder)
+    if not any(map(is_image, entries)):
+        return False
+    clips.append(folder)
+    reason = f"skipped: not an image frame of the image-folder clip {folder}"
+    skipped.extend((entry, reason) for entry in entries if not is_image(entry))
+    return True
+
+
+def expand_paths(paths: Sequence[str | Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """(clips to predict, (path, reason) of what is not predicted) for the paths given.
+
+    A file is a clip. A folder holding image files is one clip (its frames). Any other folder gives its
+    visible files (each a video) and its direct sub-folders holding image files (each a clip); a sub-folder
+    without images (e.g. of videos) is listed as skipped, not searched, and so is a folder with no entry.
+    """
+    from cvfer.data.datasets.common import sorted_entries
+
+    clips: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
     for path in map(Path, paths):
-        if path.is_dir() and not _image_files(path):
-            expanded.extend(sorted(child for child in path.iterdir() if child.is_file() and not child.name.startswith(".")))
-        else:
-            expanded.append(path)
-    return expanded
+        if not path.is_dir():
+            clips.append(path)
+        elif not _add_image_folder(path, clips, skipped):
+            entries = sorted_entries(path)
+            if not entries:
+                skipped.append((path, "folder holds no videos and no image frames (pass videos or folders of frames)"))
+            for entry in entries:
+                if not entry.is_dir():
+                    clips.append(entry)
+                elif not _add_image_folder(entry, clips, skipped):
+                    reason = "skipped: sub-folder without image frames; folders are read one level deep"
+                    skipped.append((entry, f"{reason} (give that folder itself)"))
+    return clips, skipped
 
 
 def predict_paths(
     predictor: Predictor, paths: Sequence[str | Path], cache_dir: str | Path | None = None
 ) -> tuple[list[Prediction], list[tuple[Path, str]]]:
-    """Predict every video; a file that fails is listed with its reason and the rest still run."""
+    """Predict every clip of `expand_paths(paths)`; what is skipped, and a clip that fails, is listed with its
+    reason and the rest still run. `ConfigError` up front if `cache_dir` is not a writable folder."""
     from tqdm import tqdm
 
+    cache = None if cache_dir is None else check_output_folder(cache_dir, "--cache-dir")
     predictions: list[Prediction] = []
-    failures: list[tuple[Path, str]] = []
-    items = expand_paths(paths)
+    items, failures = expand_paths(paths)
     for path in tqdm(items, desc="predict", unit="clip", disable=len(items) < 2):
         try:
-            predictions.append(predictor.predict(path, cache_dir))
+            predictions.append(predictor.predict(path, cache))
         except CvferError as error:
             failures.append((path, error.problem + (f" ({error.fix})" if error.fix else "")))
     return predictions, failures

@@ -30,7 +30,7 @@ from cvfer.eval.probes import (
     mutual_information_estimate,
 )
 from cvfer.eval.report import plot_confusion
-from cvfer.io import atomic_write_json, atomic_write_text
+from cvfer.io import atomic_write_json, atomic_write_text, check_output_folder
 from cvfer.runs import (
     CHECKPOINT_PT,
     CONFIG_JSON,
@@ -323,7 +323,7 @@ def run_cv(
     from cvfer.data.manifest import read_manifest
     from cvfer.train import train
 
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    data_dir, out_dir = Path(data_dir), check_output_folder(out_dir, "--out")
     config = config.for_data(data_dir)
     manifest = read_manifest(data_dir)
     num_folds = checked_fold_count(data_dir, num_folds)
@@ -398,7 +398,7 @@ def run_sweep(
     data_dir: str | Path, config: Any, out_dir: str | Path, sweep: str, **cv_options: Any
 ) -> list[dict[str, Any]]:
     """`run_cv` once per value of one option into `RUN/NAME=VALUE/`; writes `sweep.md` and `sweep.json`."""
-    out_dir = Path(out_dir)
+    out_dir = check_output_folder(out_dir, "--out")
     name, values = parse_sweep(sweep)
     rows = []
     for value in values:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import torch
 
 from cvfer.data.dataset import ClipDataset
 from cvfer.data.manifest import Manifest, read_manifest
-from cvfer.data.splits import Fold, read_splits
+from cvfer.data.splits import OFFICIAL, Fold, check_subject_independent, read_splits
 from cvfer.errors import ConfigError, DatasetError
 from cvfer.models.base import FERModel
 from cvfer.models.registry import builder_accepts
@@ -34,9 +35,16 @@ class FoldData:
 
 
 def read_fold(data_dir: Path, fold: int) -> tuple[Manifest, Fold]:
-    """The manifest of the prepared folder `data_dir` and fold `fold` of its splits.json."""
+    """The manifest of the prepared folder `data_dir` and fold `fold` of its splits.json, refused (`DatasetError`)
+    if a subject is in train and test of a fold; a dataset's official split is used as published, with a warning."""
     manifest = read_manifest(data_dir)
     splits = read_splits(data_dir)
+    try:
+        check_subject_independent(manifest, splits)
+    except DatasetError as error:
+        if splits.kind != OFFICIAL:
+            raise
+        warnings.warn(f"{error}; the dataset's official split is used as published", stacklevel=2)
     if not 0 <= fold < len(splits.folds):
         raise ConfigError(
             f"fold {fold} does not exist; splits.json has folds 0..{len(splits.folds) - 1}", data_dir / "splits.json"

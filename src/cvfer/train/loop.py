@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from cvfer.errors import ConfigError
+from cvfer.io import check_output_folder
 from cvfer.runs import CHECKPOINT_PT, MODEL_PT
 from cvfer.train.build import build_model, model_cfg
 from cvfer.train.checkpoint import restore_training_state
@@ -40,6 +41,7 @@ def train(
 
     Under `torchrun` every process trains on its shard of each global batch and only rank 0 writes.
     """
+    out_dir = check_output_folder(out_dir, "--out")
     context = setup_distributed(config.device)
     previous_determinism = (
         torch.are_deterministic_algorithms_enabled(),
@@ -48,7 +50,7 @@ def train(
     try:
         if context.device.type == "cpu":
             torch.use_deterministic_algorithms(True, warn_only=True)
-        return _run(config, Path(data_dir), fold, Path(out_dir), context, resume)
+        return _run(config, Path(data_dir), fold, out_dir, context, resume)
     finally:
         torch.use_deterministic_algorithms(previous_determinism[0], warn_only=previous_determinism[1])
         context.close()

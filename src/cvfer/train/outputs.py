@@ -11,7 +11,7 @@ import numpy as np
 
 from cvfer.data.dataset import ClipDataset
 from cvfer.data.manifest import Manifest
-from cvfer.io import atomic_write_json, atomic_write_text
+from cvfer.io import atomic_write_json, atomic_write_text, remove_stale_temp_files
 from cvfer.models.base import FERModel
 from cvfer.runs import (
     CHECKPOINT_PT,
@@ -58,8 +58,9 @@ class RunWriter:
         self.fold = fold
 
     def start(self) -> None:
-        """Create the folder and record the configuration (`config.json`)."""
+        """Create the folder, remove temp files a killed run left in it and record the configuration (`config.json`)."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(self.out_dir)
         atomic_write_text(self.out_dir / CONFIG_JSON, self.config.to_json() + "\n")
 
     def end_epoch(

@@ -27,7 +27,7 @@ from cvfer.data import faces, morph
 from cvfer.data.datasets import afew, ckplus, dfew, folder, mmi, oulu, pairs
 from cvfer.data.datasets.common import DatasetScan, Skipped, SourceClip, frame_rate, iter_frames
 from cvfer.data.manifest import ClipRecord, Manifest, write_manifest
-from cvfer.data.splits import Fold, Splits, official_splits, subject_kfold, write_splits
+from cvfer.data.splits import OFFICIAL, Fold, Splits, official_splits, subject_kfold, write_splits
 from cvfer.errors import ConfigError, CvferError, DatasetError
 from cvfer.io import atomic_write_text, check_output_folder
 
@@ -179,7 +179,7 @@ def _splits(scan: DatasetScan, manifest: Manifest, folds: int, seed: int) -> Spl
         if not fold.train or not fold.test:
             side = "train" if not fold.train else "test"
             raise DatasetError(f"official fold {number} has no prepared {side} clip", manifest.root / SKIPPED_FILE)
-    return official_splits("official", official)
+    return official_splits(OFFICIAL, official)
 
 
 def prepare_dataset(
