@@ -126,29 +126,34 @@ def _aligned_box(image: np.ndarray, rect: dlib.rectangle, padding: float) -> Fac
     return FaceBox(center_x, center_y, side, details.angle)
 
 
+def _detections(image: np.ndarray) -> list[tuple[dlib.rectangle, float]]:
+    """dlib's HOG detections (rectangle, score) of an RGB uint8 image at the first of `UPSAMPLE_LEVELS` that
+    finds a face; empty if none does."""
+    for upsample in UPSAMPLE_LEVELS:
+        rects, scores, _ = _detector().run(image, upsample)
+        if len(rects):
+            return [(rect, float(score)) for rect, score in zip(rects, scores)]
+    return []
+
+
 def detect_faces(image: np.ndarray, padding: float = FACE_PADDING) -> list[tuple[FaceBox, float]]:
     """All faces dlib's HOG detector finds, aligned by their 5 landmarks, with their scores (best first).
 
     Tries each of `UPSAMPLE_LEVELS` in turn and stops at the first that finds a face.
     """
     image = _as_rgb(image)
-    for upsample in UPSAMPLE_LEVELS:
-        rects, scores, _ = _detector().run(image, upsample)
-        if len(rects):
-            found = [(_aligned_box(image, rect, padding), float(score)) for rect, score in zip(rects, scores)]
-            return sorted(found, key=lambda item: -item[1])
-    return []
+    found = [(_aligned_box(image, rect, padding), score) for rect, score in _detections(image)]
+    return sorted(found, key=lambda item: -item[1])
 
 
 def face_landmarks(image: np.ndarray) -> np.ndarray:
     """The 68 landmarks (68×2 float, x y in pixels) of the most confident face; `FaceNotFoundError` if none."""
     image = _as_rgb(image)
-    for upsample in UPSAMPLE_LEVELS:
-        rects, scores, _ = _detector().run(image, upsample)
-        if len(rects):
-            best = rects[int(np.argmax(scores))]
-            shape = _landmarks_68_predictor()(image, best)
-            return np.array([(point.x, point.y) for point in shape.parts()], dtype=np.float64)
+    detections = _detections(image)
+    if detections:
+        best, _ = max(detections, key=lambda item: item[1])
+        shape = _landmarks_68_predictor()(image, best)
+        return np.array([(point.x, point.y) for point in shape.parts()], dtype=np.float64)
     raise FaceNotFoundError("no face found for the 68 landmarks", None, "pass an image with a frontal face")
 
 
