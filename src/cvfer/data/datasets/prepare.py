@@ -68,18 +68,19 @@ def morphed_frames(clip: SourceClip) -> list[np.ndarray]:
     """The frames of a clip made from key images (`SourceClip.morph_frames`), by `cvfer.data.morph`: each
     key after the first is registered onto the first (`morph.align_to`), so the last frame is the peak
     image as framed like the neutral one."""
-    keyframes = list(iter_frames(clip.frames))
-    if len({frame.shape for frame in keyframes}) > 1:
-        sizes = ", ".join(f"{path.name} {frame.shape[1]}x{frame.shape[0]}" for path, frame in zip(clip.frames, keyframes))
-        raise DatasetError(f"key images differ in size ({sizes})", clip.frames[0], "give images of one size")
-    landmarks = []
-    for path, frame in zip(clip.frames, keyframes):
+    paths = list(dict.fromkeys(clip.frames))  # an MMI-style clip names its neutral and peaks twice
+    images = dict(zip(paths, iter_frames(tuple(paths))))
+    if len({image.shape for image in images.values()}) > 1:
+        sizes = ", ".join(f"{path.name} {image.shape[1]}x{image.shape[0]}" for path, image in images.items())
+        raise DatasetError(f"key images differ in size ({sizes})", paths[0], "give images of one size")
+    registered = {}
+    for path, image in images.items():
         try:
-            landmarks.append(faces.face_landmarks(frame))
+            landmarks = faces.face_landmarks(image)
         except faces.FaceNotFoundError as error:
             raise faces.FaceNotFoundError(error.problem, path, error.fix) from None
-    for index in range(1, len(keyframes)):
-        keyframes[index], landmarks[index] = morph.align_to(keyframes[index], landmarks[index], landmarks[0])
+        registered[path] = (image, landmarks) if not registered else morph.align_to(image, landmarks, registered[paths[0]][1])
+    keyframes, landmarks = zip(*(registered[path] for path in clip.frames))
     return morph.morph_sequence(keyframes, landmarks, clip.morph_frames)
 
 
