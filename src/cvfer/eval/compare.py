@@ -204,10 +204,15 @@ def write_comparison(result: ComparisonResult, out_dir: str | Path) -> None:
     atomic_write_text(out_dir / COMPARE_MD, comparison_markdown(result) + "\n")
 
 
-def _mean_std_cell(summary: dict[str, dict[str, float]] | None, key: str, scale: float = 100.0, digits: int = 1) -> str:
+def _mean_cell(summary: dict[str, dict[str, float]] | None, key: str, scale: float = 100.0, digits: int = 1) -> str:
     if summary is None or key not in summary or math.isnan(summary[key]["mean"]):
         return "–"
-    return f"{scale * summary[key]['mean']:.{digits}f} ± {scale * summary[key]['std']:.{digits}f}"
+    return f"{scale * summary[key]['mean']:.{digits}f}"
+
+
+def _mean_std_cell(summary: dict[str, dict[str, float]] | None, key: str, scale: float = 100.0, digits: int = 1) -> str:
+    mean = _mean_cell(summary, key, scale, digits)
+    return mean if mean == "–" else f"{mean} ± {scale * summary[key]['std']:.{digits}f}"  # type: ignore[index]
 
 
 def _identity_auc_cell(summary: dict[str, dict[str, float]] | None) -> str:
@@ -220,14 +225,9 @@ def _identity_auc_cell(summary: dict[str, dict[str, float]] | None) -> str:
 def _mutual_information_cell(summary: dict[str, dict[str, float]] | None) -> str:
     """The post-hoc MI(z_E; z_I) estimate in nats, with its shuffled-pairs null in brackets."""
     estimate = _mean_std_cell(summary, "mutual_information", scale=1.0, digits=2)
-    null = _mean_std_cell(summary, "mutual_information_null", scale=1.0, digits=2)
-    return estimate if null == "–" else f"{estimate} (null {null.split(' ± ')[0]})"
+    null = _mean_cell(summary, "mutual_information_null", scale=1.0, digits=2)
+    return estimate if null == "–" else f"{estimate} (null {null})"
 
-
-def _chance_cell(summary: dict[str, dict[str, float]] | None) -> str:
-    if summary is None or math.isnan(summary["identity_probe_chance"]["mean"]):
-        return "–"
-    return f"{100 * summary['identity_probe_chance']['mean']:.1f}"
 
 
 def comparison_table(result: ComparisonResult) -> str:
@@ -253,7 +253,7 @@ def comparison_table(result: ComparisonResult) -> str:
             _mean_std_cell(row.summary, "war"),
             _mean_std_cell(row.summary, "uar"),
             _mean_std_cell(row.summary, "identity_probe_accuracy"),
-            _chance_cell(row.summary),
+            _mean_cell(row.summary, "identity_probe_chance"),
             _identity_auc_cell(row.summary),
             _mutual_information_cell(row.summary),
         ]
