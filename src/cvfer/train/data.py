@@ -52,7 +52,7 @@ def read_fold(data_dir: Path, fold: int) -> tuple[Manifest, Fold]:
     return manifest, splits.folds[fold]
 
 
-def identity_encoder_for(config: TrainConfig) -> Any:
+def load_identity_encoder_for(config: TrainConfig) -> Any:
     """The frozen f_I of `config`, loaded only when its model takes z_I (`identity_dim`); else None."""
     if not builder_accepts(config.model, "identity_dim"):
         return None

@@ -25,7 +25,7 @@ from cvfer.runs import CHECKPOINT_PT, MODEL_PT
 from cvfer.train.build import build_model, model_cfg
 from cvfer.train.checkpoint import restore_training_state
 from cvfer.train.config import TrainConfig
-from cvfer.train.data import identity_encoder_for, load_fold_data, read_fold
+from cvfer.train.data import load_fold_data, load_identity_encoder_for, read_fold
 from cvfer.train.distributed import DistributedContext, setup_distributed
 from cvfer.train.evaluate import Evaluator
 from cvfer.train.optimizers import GroupOptimizers
@@ -80,7 +80,7 @@ def _run(
         torch.set_num_threads(config.threads)
     seed_everything(config.seed)
     manifest, split = read_fold(data_dir, fold)  # dataset problems surface before f_I is loaded (or first trained)
-    identity_encoder = identity_encoder_for(config)
+    identity_encoder = load_identity_encoder_for(config)
     cfg = model_cfg(config, manifest, None if identity_encoder is None else int(identity_encoder.dim))
     model = build_model(config, cfg, context)
     data = load_fold_data(config, manifest, split, model, identity_encoder, cfg["image_size"], context.is_main)
