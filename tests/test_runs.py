@@ -95,6 +95,11 @@ def test_model_pt_round_trip_and_errors(tmp_path):
     torch.save({"version": 1}, tmp_path / CHECKPOINT_PT)
     with pytest.raises(CheckpointError, match=r"not an inference checkpoint .* \(give model.pt, not checkpoint.pt\)"):
         load_inference_model(tmp_path / CHECKPOINT_PT)
+    damaged = bytearray(path.read_bytes())
+    damaged[len(damaged) // 3] ^= 0x01
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(CheckpointError, match=r"model\.pt: corrupt: checksum mismatch.*--resume.*rewrites model\.pt"):
+        load_inference_model(path)
 
 
 def test_run_record_and_metrics_errors_name_the_file(tmp_path):

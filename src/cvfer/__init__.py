@@ -1,7 +1,7 @@
 """cvfer: facial expression recognition in video, read straight from the compressed bitstream.
 
-Public API (imported lazily, so `import cvfer` stays light): `read_compressed`, `reencode`,
-`create_model`, `list_models`, `load_model`.
+Public API (imported lazily, so `import cvfer` stays light): `read_compressed`, `iter_compressed`,
+`reencode`, `create_model`, `list_models`, `load_model`, `predict_timeline`.
 """
 
 from __future__ import annotations
@@ -13,11 +13,13 @@ __version__ = "0.1.0"
 
 _PUBLIC = {
     "read_compressed": "cvfer.codec",
+    "iter_compressed": "cvfer.codec",
     "reencode": "cvfer.codec",
     "CompressedVideo": "cvfer.codec",
     "create_model": "cvfer.models",
     "list_models": "cvfer.models",
     "load_model": "cvfer.eval.predict",
+    "predict_timeline": "cvfer.eval.timeline",
 }
 
 __all__ = sorted(_PUBLIC)

@@ -32,3 +32,7 @@ class CheckpointError(CvferError):
 
 class ConfigError(CvferError):
     """An option or configuration value is invalid."""
+
+
+class OutputError(CvferError):
+    """An output file cannot be written (disk full, read-only place, ...); the previous file is left intact."""

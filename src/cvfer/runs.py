@@ -104,8 +104,14 @@ def save_inference_model(
 def load_inference_model(path: str | Path) -> dict[str, Any]:
     """The dict of a `model.pt` (keys `MODEL_KEYS`); `CheckpointError` if missing, unreadable or not one."""
     path = Path(path)
-    fix = f"give the {MODEL_PT} of a training run"
-    checkpoint = load_torch_file(path, "checkpoint", missing_fix=fix, unreadable_fix=fix)
+    fix = f"give the {MODEL_PT} of a training run; `cvfer train --data DIR --model mic --fold 0 --out RUN` writes RUN/{MODEL_PT}"
+    corrupt_fix = (
+        f"delete it and run the same `cvfer train ... --resume` on {path.parent}: it rewrites {MODEL_PT} from the "
+        f"{CHECKPOINT_PT} beside it"
+    )
+    checkpoint = load_torch_file(
+        path, "checkpoint", missing_fix=fix, unreadable_fix=fix, corrupt_fix=corrupt_fix, expect_checksum=True
+    )
     missing = [key for key in MODEL_KEYS if not isinstance(checkpoint, dict) or key not in checkpoint]
     if missing:
         raise CheckpointError(

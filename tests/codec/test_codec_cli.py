@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from cvfer.cli import main
-from cvfer.cli.codec import flow_colours, motion_statistics
-from cvfer.codec import probe
+from cvfer.cli.codec import ClipStatistics, flow_colours
+from cvfer.codec import CompressedFrame, iter_compressed, probe, read_compressed
 
 
 def test_inspect_prints_structure_and_draws(translation_clip, tmp_path, capsys):
@@ -40,15 +40,37 @@ def test_reencode_verb(translation_clip, tmp_path, capsys):
     assert main(["reencode", str(translation_clip), str(out), "--size", "1", "2", "3"]) == 2
 
 
-def test_motion_statistics_and_colours():
+def test_clip_statistics_and_colours():
     field = np.zeros((2, 2, 4, 4), dtype=np.int16)
     field[0, 0, :2] = 3
     field[0, 1, 0, 0], field[0, 1, 0, 1] = 4, 3
-    stats = motion_statistics(field)
+    residuals = np.zeros((2, 4, 4, 3), dtype=np.int16)
+    residuals[0, 0, 0] = (3, -3, 0)
+    residuals[1, 1, 1] = (5, 0, -1)
+    iframe = np.zeros((4, 4, 3), dtype=np.uint8)
+    statistics = ClipStatistics()
+    for index in range(2):
+        statistics.add(CompressedFrame(index=index + 1, motion_vectors=field[index], residual=residuals[index], iframe=iframe))
+    stats = statistics.motion()
     assert stats["max"] == 5.0 and stats["nonzero"] == 8 / 32
     assert np.isclose(stats["mean"], (6 * 3 + 5 + np.sqrt(18)) / 32)
+    assert np.isclose(statistics.residual_mean(), 12 / 96) and statistics.strongest.index == 1
+    assert ClipStatistics().motion() == {"mean": 0.0, "max": 0.0, "nonzero": 0.0}
     colours = flow_colours(field[0])
     assert colours.shape == (4, 4, 3) and colours[3, 3].max() == 0 and colours[0, 0].max() == 1.0
+
+
+def test_inspect_statistics_are_those_of_the_whole_clip(make_clip, frames, capsys):
+    clip = make_clip(frames.zoom(6))
+    video = read_compressed(clip)
+    statistics = ClipStatistics()
+    for frame in iter_compressed(clip):
+        statistics.add(frame)
+    magnitude = np.hypot(*video.motion_vectors.astype(float).transpose(1, 0, 2, 3))
+    assert np.allclose([statistics.motion()["mean"], statistics.motion()["max"]], [magnitude.mean(), magnitude.max()])
+    assert np.isclose(statistics.residual_mean(), np.abs(video.residuals).mean())
+    assert main(["inspect", str(clip)]) == 0
+    assert f"mean |Δ| {np.abs(video.residuals).mean():.2f} (rgb)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("fps", ["-5", "0", "nan", "inf"])

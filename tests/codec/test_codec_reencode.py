@@ -32,6 +32,14 @@ def test_writer_keeps_one_gop_even_across_scene_cuts(make_clip, frames):
     assert info.codec == "mpeg4" and info.frame_types == "IPPPPP"
 
 
+def test_writer_keeps_one_gop_past_the_mpeg4_encoders_600_frame_cap(tmp_path):
+    from cvfer.codec.writer import write_video
+
+    still = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    clip = write_video(tmp_path / "long.mp4", (still for _ in range(650)))
+    assert probe(clip).frame_types == "I" + "P" * 649
+
+
 def test_reencode_video_with_b_frames(make_clip, frames, tmp_path):
     source = make_clip(frames.zoom(7), name="src.mp4", codec="libx264", max_b_frames=2, gop_size=3)
     assert "B" in probe(source).frame_types

@@ -21,6 +21,8 @@ from cvfer.errors import ConfigError
 from cvfer.eval.compare import (
     bench_clip_paths,
     compare_config,
+    accuracy_interval,
+    clip_paired_section,
     comparison_table,
     run_compare,
     split_setting,
@@ -105,7 +107,13 @@ def test_table_has_a_row_per_model_with_finite_numbers(compared):
         line = next(line for line in table.splitlines() if line.startswith(f"| {name} |"))
         cells = [cell.strip() for cell in line.strip("|").split("|")]
         # Every cell is a number but the MI one: neither model has a z_I to measure MI with.
-        assert len(cells) == 10 and cells[6] == "–" and not any("–" in cell for cell in cells[:6] + cells[7:])
+        assert len(cells) == 12 and cells[8] == "–" and not any("–" in cell for cell in cells[:8] + cells[9:])
+        # Two folds of 14 test clips each: the WAR's interval is the t-interval over the two folds.
+        assert cells[3] == "2 × 14" and cells[2].startswith("[") and "Student-t interval" in table
+    war = rows["cnn-lstm"]["fold_scores"]["war"]
+    assert rows["cnn-lstm"]["fold_test_clips"] == [14, 14] and " ± " in table.splitlines()[4]
+    low, high = accuracy_interval(war, [14, 14])
+    assert low <= sum(war) / 2 <= high
     # Two folds: every other model is compared with the first, fold by fold.
     paired = [line for line in table.splitlines() if line.startswith("| cnn-lstm | ")][-1]
     assert f"each model − `{TINY}`" in table and paired.count("|") == 11 and paired.count(" / ") == 6
@@ -220,3 +228,41 @@ def test_malformed_settings_are_refused_before_any_model_runs(tiny_data, tmp_pat
     with pytest.raises(ConfigError, match=r"--set 'lr' is not key=value"):
         run_compare(tiny_data, [TINY], tmp_path / "run", settings=["lr"])
     assert not (tmp_path / "run").exists()
+
+
+def test_accuracy_interval_is_wilson_for_one_fold_and_t_over_several():
+    low, high = accuracy_interval([14 / 42], [42])  # Wilson by hand: centre (p + z²/2n) / (1 + z²/n) ± ...
+    assert (low, high) == pytest.approx((0.21012, 0.48447), abs=1e-5)
+    assert accuracy_interval([0.3, 0.4, 0.5], [40, 40, 40]) == pytest.approx((0.4 - 0.24841, 0.4 + 0.24841), abs=1e-5)
+    assert accuracy_interval([1.0], [10])[1] == 1.0 and accuracy_interval([0.0, 0.0], [5, 5]) == (0.0, 0.0)
+    assert all(math.isnan(bound) for bound in accuracy_interval([math.nan], [10]))
+    wide, narrow = accuracy_interval([0.5], [20]), accuracy_interval([0.5], [2000])
+    assert wide[1] - wide[0] > 5 * (narrow[1] - narrow[0])
+
+
+def test_one_fold_shows_the_value_alone_and_tests_models_clip_by_clip(tmp_path):
+    """With a single fold there is no std to show and no fold-wise test; models are compared on the same test
+    clips instead (exact McNemar): here `b` gets 4 clips right that `a` misses and misses 1 that `a` gets."""
+    from cvfer.eval.compare import ComparisonResult, ModelComparison, comparison_markdown
+
+    truth = ["anger", "fear", "happiness", "sadness", "anger", "fear"]
+    guesses = {"a": ["anger", "fear", "anger", "anger", "fear", "anger"], "b": ["anger", "anger", "happiness", "sadness", "anger", "fear"]}
+    rows = []
+    for name, predicted in guesses.items():
+        fold = tmp_path / name / "fold_00"
+        fold.mkdir(parents=True)
+        lines = ["path,label,pred"] + [f"clips/{index}.mp4,{label},{pred}" for index, (label, pred) in enumerate(zip(truth, predicted))]
+        (fold / "predictions.csv").write_text("\n".join(lines) + "\n")
+        war = sum(label == pred for label, pred in zip(truth, predicted)) / len(truth)
+        summary = {"war": {"mean": war, "std": 0.0, "folds": 1}, "uar": {"mean": war, "std": 0.0, "folds": 1}}
+        rows.append(
+            ModelComparison(name, "p", {}, str(tmp_path / name), summary, {"war": [war]}, fold_test_clips=[len(truth)])
+        )
+    result = ComparisonResult("data", 1, ["a.mp4"], 10.0, 1, 1, 1, None, rows)
+    section = clip_paired_section(result)
+    assert "fold 0's 6 test clips" in section[1] and section[-1] == "| b | +50.0 | 4 / 1 | 0.38 |"
+    markdown = comparison_markdown(result)
+    assert "| a | 33.3 | [9.7, 70.0] | 1 × 6 | 33.3 |" in markdown and " ± " not in comparison_table(result)
+    assert "Wilson score interval" in markdown
+    result.folds = 2
+    assert clip_paired_section(result) == []

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 import torch
+from skimage import data
 from skimage.io import imsave
 
 from cvfer.cli import main
-from cvfer.codec import write_video
+from cvfer.codec import read_frames, write_video
 from cvfer.errors import CheckpointError
-from cvfer.eval.predict import load_model, predict_paths
+from cvfer.eval.predict import STAGES, load_model, predict_paths
 from cvfer.models import create_model
 from cvfer.runs import save_inference_model
 
 CLASSES = ["anger", "happiness", "surprise"]
 SIZE, NUM_FRAMES = 32, 4
+ASTRONAUT = data.astronaut()
 
 
 def _frames(count: int = 10, height: int = 40, width: int = 60) -> list[np.ndarray]:
@@ -66,7 +69,9 @@ def test_predict_h264_and_png_folder_agree(media):
     assert prediction.label in CLASSES
     assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
     assert prediction.label == max(prediction.probabilities, key=prediction.probabilities.get)
-    assert set(prediction.timing) == {"prepare_s", "forward_s", "total_s"}
+    assert set(prediction.timing) == {*STAGES, "prepare_s", "total_s"}
+    assert prediction.timing["decode_s"] > 0 and prediction.timing["detect_s"] == 0  # centre crop: no face search
+    assert sum(prediction.timing[stage] for stage in STAGES[:-1]) <= prediction.timing["prepare_s"]
 
 
 def test_cache_dir_reuses_the_reencoded_clip(media, tmp_path):
@@ -102,6 +107,52 @@ def test_face_crop_checkpoint_reports_clip_without_face(media, tmp_path):
     predictor = load_model(_save_model(tmp_path / "face.pt", face_crop=True))
     predictions, failures = predict_paths(predictor, [media["h264"]])
     assert predictions == [] and len(failures) == 1 and "face" in failures[0][1]
+
+
+def _face_clip(path, height: int, width: int):
+    """8 H.264 frames of the astronaut's head moving on grey (made at 640×480, resized to width×height)."""
+    frames = []
+    for index in range(8):
+        canvas = np.full((480, 640, 3), 128, np.uint8)
+        top, left = 20 + 3 * index, 60 + 4 * index
+        canvas[top : top + 400, left : left + 400] = ASTRONAUT[:400, 40:440]
+        frames.append(cv2.resize(canvas, (width, height), interpolation=cv2.INTER_AREA))
+    return write_video(path, frames, codec="libx264")
+
+
+def test_prepared_clip_is_read_as_it_is_by_a_face_crop_model(tmp_path):
+    # An MPEG-4 clip of the model's size is taken as prepared: no face search (this one shows none), no re-encode.
+    predictor = load_model(_save_model(tmp_path / "face.pt", face_crop=True))
+    clip = write_video(tmp_path / "prepared.mp4", [frame[:SIZE, :SIZE] for frame in _frames()])
+    prediction = predictor.predict(clip)
+    assert [prediction.timing[stage] for stage in ("decode_s", "detect_s", "crop_encode_s")] == [0, 0, 0]
+    assert prediction.timing["read_s"] > 0
+    expected = torch.from_numpy(read_frames(clip, indices=[0, 3, 6, 9])).permute(0, 3, 1, 2).float() / 255
+    assert torch.equal(predictor.prepare(clip)["frames"], expected)
+
+
+def test_same_clip_at_two_resolutions_gives_the_same_input(tmp_path):
+    predictor = load_model(_save_model(tmp_path / "face.pt", face_crop=True))
+    small = predictor.predict(_face_clip(tmp_path / "small.mp4", 240, 320))
+    large = predictor.predict(_face_clip(tmp_path / "large.mp4", 480, 640))
+    assert small.timing["detect_s"] > 0 and large.timing["detect_s"] > 0
+    inputs = [predictor.prepare(tmp_path / name)["frames"] for name in ("small.mp4", "large.mp4")]
+    assert float((inputs[0] - inputs[1]).abs().mean()) < 0.02  # 5 of 255 grey levels; measured 3.4
+
+
+def test_frames_over_the_memory_budget_are_decoded_again(tmp_path, monkeypatch):
+    import cvfer.eval.predict as predict_module
+
+    predictor = load_model(_save_model(tmp_path / "face.pt", face_crop=True))
+    clip = _face_clip(tmp_path / "face.mp4", 240, 320)
+    decodes = []
+    iter_frames = predict_module.codec.iter_frames
+    monkeypatch.setattr(predict_module.codec, "iter_frames", lambda path: decodes.append(path) or iter_frames(path))
+    kept = predictor.prepare(clip)["frames"]
+    assert len(decodes) == 1
+    monkeypatch.setattr(predict_module, "FRAME_MEMORY_BYTES", 0)
+    assert torch.equal(predictor.prepare(clip)["frames"], kept)
+    assert len(decodes) == 3
 
 
 def test_load_model_rejects_foreign_files(tmp_path):

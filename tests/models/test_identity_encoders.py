@@ -24,7 +24,7 @@ def test_synthetic_encoder_output_is_unit_norm_float32_and_checks_input() -> Non
 
 
 def test_bad_specs_and_files_are_cvfer_errors(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="resolve_identity_weights"):  # models train nothing
+    with pytest.raises(ConfigError, match="resolve_identity_weights"):  # models only read files they are given
         load_identity_encoder("synthetic")
     with pytest.raises(ConfigError, match="neither 'dlib', 'synthetic'"):
         load_identity_encoder(tmp_path / "missing.pt")

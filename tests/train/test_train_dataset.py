@@ -60,7 +60,7 @@ def test_every_batch_key_has_the_documented_layout_and_scale(clip_folder):
     assert len(dataset) == 3 and [path for path, _ in dataset.skipped] == ["clips/broken.mp4", "clips/small.mp4"]
     messages = [str(warning.message) for warning in caught]
     assert any("broken.mp4: skipped" in message for message in messages)
-    assert any("small.mp4: skipped (iframe has shape (8, 8, 3), other clips (16, 16, 3))" in m for m in messages)
+    assert any("small.mp4: skipped (wrong size: apex (8, 8, 3), the other 3 clips (16, 16, 3))" in m for m in messages)
     assert encoder.encoded == 3  # z_I once per clip, at load time
     batch = dataset.batch([0, 1])
     assert batch["residuals"].shape == (2, T, 3, SIZE, SIZE) and batch["residuals"].dtype == torch.float32
@@ -77,6 +77,15 @@ def test_every_batch_key_has_the_documented_layout_and_scale(clip_folder):
         assert batch[key].is_contiguous(), key
     item = dataset[2]
     assert item["iframe"].shape == (3, SIZE, SIZE) and int(item["label"]) == 0
+
+
+def test_the_one_clip_of_another_size_is_skipped_even_when_loaded_first(clip_folder):
+    manifest = read_manifest(clip_folder)
+    paths = ["clips/small.mp4", "clips/0.mp4", "clips/1.mp4", "clips/2.mp4"]
+    with pytest.warns(UserWarning, match=r"small\.mp4: skipped \(wrong size: iframe \(8, 8, 3\), the other 3 clips"):
+        dataset = ClipDataset(manifest, paths, ("iframe", "residuals"), T, progress=False)
+    assert dataset.paths == paths[1:] and [path for path, _ in dataset.skipped] == ["clips/small.mp4"]
+    assert dataset.frame_size == (SIZE, SIZE)
 
 
 def test_apex_comes_from_the_png_else_from_the_apex_frame(clip_folder):

@@ -1,7 +1,8 @@
-"""Training the synthetic face recognisers and the cache `resolve_identity_weights` keeps them in."""
+"""Training the synthetic face recognisers, the files cvfer ships (cvfer/weights/) and how "synthetic" finds them."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from cvfer.errors import CheckpointError
 from cvfer.eval.probes import verification_auc
 from cvfer.models.identity import IdentityNet, SyntheticIdentityEncoder, load_identity_encoder
 from cvfer.train import identity
@@ -62,25 +64,90 @@ def test_trained_checkpoint_round_trips_and_is_found_by_spec(tmp_path: Path, mon
     assert reused.name == "synthetic" and reused.dim == 128
 
 
-def test_resolve_gives_paths_as_they_are_and_trains_synthetic_weights_once(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setenv("CVFER_CACHE", str(tmp_path))
+def test_synthetic_resolves_to_the_shipped_file_or_your_own_and_trains_nothing(tmp_path: Path, monkeypatch) -> None:
+    for trainer in ("train_synthetic_identity_encoder", "train_tfen_face_recogniser", "_fit_on_synthetic_identities"):
+        monkeypatch.setattr(identity, trainer, lambda *args, **kwargs: pytest.fail("trained on first use"))
+    monkeypatch.delenv("CVFER_CACHE", raising=False)
     assert resolve_identity_weights(tmp_path / "mine.pt", "tfen-face") == tmp_path / "mine.pt"
-    trained: list[Path] = []
+    shipped = identity.shipped_weights_dir()
+    assert resolve_identity_weights("synthetic") == shipped / identity.SYNTHETIC_CHECKPOINT_NAME
+    assert resolve_identity_weights("synthetic", "tfen-face") == shipped / identity.TFEN_FACE_CHECKPOINT_NAME
+    # Your own file of the same name in $CVFER_CACHE/identity replaces the shipped one.
+    monkeypatch.setenv("CVFER_CACHE", str(tmp_path))
+    own = tmp_path / "identity" / identity.TFEN_FACE_CHECKPOINT_NAME
+    own.parent.mkdir()
+    own.touch()
+    assert resolve_identity_weights("synthetic", "tfen-face") == own
+    assert resolve_identity_weights("synthetic") == shipped / identity.SYNTHETIC_CHECKPOINT_NAME
+    # A package without its weights names the command that writes them.
+    monkeypatch.setattr(identity, "shipped_weights_dir", lambda: tmp_path / "empty")
+    with pytest.raises(CheckpointError, match="cvfer weights retrain"):
+        resolve_identity_weights("synthetic")
 
-    def fake_training(path: Path) -> None:
-        trained.append(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch()
 
-    monkeypatch.setattr(identity, "train_tfen_face_recogniser", fake_training)
-    path = resolve_identity_weights("synthetic", "tfen-face")
-    assert path == tmp_path / "identity" / identity.TFEN_FACE_CHECKPOINT_NAME and trained == [path]
-    assert resolve_identity_weights("synthetic", "tfen-face") == path and trained == [path]  # cached
+def test_shipped_files_are_small_recorded_and_verify_as_recorded() -> None:
+    """Each shipped file is what weights.json describes (size, SHA-256), a few MB at most; f_I verifies the
+    held-out identities exactly as recorded; TFEN's file holds F alone (conv1..conv3_x), as float16."""
+    record = identity.read_shipped_record()
+    assert record["format"] == identity.SHIPPED_RECORD_FORMAT
+    for recogniser, name in identity.SHIPPED_FILES.items():
+        path = identity.shipped_weights_dir() / name
+        entry = record["files"][name]
+        assert entry["recogniser"] == recogniser and entry["bytes"] == path.stat().st_size < 3_000_000
+        assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert entry["verification"]["auc"] > 0.99 and entry["training"]["half_precision"]
+    f_i = record["files"][identity.SYNTHETIC_CHECKPOINT_NAME]
+    encoder = load_identity_encoder(resolve_identity_weights("synthetic"))
+    measured = identity.held_out_verification(encoder, f_i["training"], f_i["verification"]["held_out_identities"])
+    assert measured == pytest.approx(f_i["verification"]["auc"], abs=1e-4)
+    face = torch.load(resolve_identity_weights("synthetic", "tfen-face"), weights_only=True)["state_dict"]
+    assert all(key.startswith(identity.FACE_EXTRACTOR_PREFIXES) for key in face)
+    assert any(key.startswith("backbone.stages.1.") for key in face)
+    assert {value.dtype for value in face.values() if value.is_floating_point()} == {torch.float16}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recogniser", list(identity.SHIPPED_FILES))
+def test_a_reduced_retrain_matches_the_figure_recorded_beside_the_weights(recogniser) -> None:
+    """The shipped recipe's code, at the reduced size weights.json records, verifies as well as it did when the
+    shipped files were trained (`cvfer weights retrain` records the figure; a full retrain takes 20+ minutes)."""
+    torch.set_num_threads(1)
+    check = identity.read_shipped_record()["files"][identity.SHIPPED_FILES[recogniser]]["reduced_check"]
+    auc = identity.reduced_check_auc(recogniser, check["options"])
+    assert auc == pytest.approx(check["auc"], abs=identity.REDUCED_CHECK_TOLERANCE)
+
+
+def test_retrain_writes_files_and_record_that_resolve_and_list_use(tmp_path, monkeypatch, capsys) -> None:
+    """`cvfer weights retrain --out DIR` at a tiny size (the recipe patched down) writes both files and the
+    record; `cvfer weights list --dir DIR` shows them; the files load as f_I and as TFEN's F."""
+    import cvfer.models.tfen  # noqa: F401  (registers the models)
+    from cvfer.cli import main
+    from cvfer.models import create_model
+
+    tiny = {"num_identities": 4, "per_identity": 2, "held_out_identities": 2, "epochs": 1, "progress": False}
+    trainers = {name: getattr(identity, name) for name in ("train_synthetic_identity_encoder", "train_tfen_face_recogniser")}
+    for name, trainer in trainers.items():
+        monkeypatch.setattr(identity, name, lambda path, trainer=trainer, **options: trainer(path, size=32, **{**options, **tiny}))
+    small_check = {"num_identities": 3, "per_identity": 2, "held_out_identities": 2, "epochs": 1, "size": 32}
+    monkeypatch.setattr(identity, "REDUCED_CHECK_OPTIONS", {name: small_check for name in identity.SHIPPED_FILES})
+    out = tmp_path / "weights"
+    assert main(["weights", "retrain", "--out", str(out)]) == 0
+    record = identity.read_shipped_record(out)
+    assert set(record["files"]) == set(identity.SHIPPED_FILES.values())
+    assert all(0.0 <= entry["reduced_check"]["auc"] <= 1.0 for entry in record["files"].values())
+    assert main(["weights", "list", "--dir", str(out)]) == 0
+    listing = capsys.readouterr().out
+    assert identity.SYNTHETIC_CHECKPOINT_NAME in listing and "held-out AUC" in listing and "missing" not in listing
+    assert load_identity_encoder(out / identity.SYNTHETIC_CHECKPOINT_NAME).dim == 128
+    model = create_model("tfen", num_classes=7, image_size=32, num_frames=2, face_weights=out / identity.TFEN_FACE_CHECKPOINT_NAME)
+    face = torch.load(out / identity.TFEN_FACE_CHECKPOINT_NAME, weights_only=True)["state_dict"]
+    torch.testing.assert_close(model.recognizer.face_extractor[0][0].weight, face["backbone.stem.0.weight"].float())
 
 
 def test_the_trainer_resolves_tfen_face_weights_and_model_pt_does_without(fake_data, make_config, tmp_path, monkeypatch):
-    """`face_weights="synthetic"` is trained into the cache before TFEN is built; config.json keeps the spec,
-    model.pt's cfg leaves it out (F's weights are in its state dict), so `load_model` needs no cache."""
+    """`face_weights="synthetic"` is resolved (here to your own file in $CVFER_CACHE/identity) before TFEN is
+    built; config.json keeps the spec, model.pt's cfg leaves it out (F's weights are in its state dict), so
+    `load_model` needs no weights file."""
     import cvfer.models.tfen  # noqa: F401  (registers the models)
     from cvfer.eval.predict import load_model
     from cvfer.io import atomic_torch_save
@@ -90,7 +157,7 @@ def test_the_trainer_resolves_tfen_face_weights_and_model_pt_does_without(fake_d
     monkeypatch.setenv("CVFER_CACHE", str(tmp_path / "cache"))
     torch.manual_seed(0)
     weights = SEResNetIdentityNet().state_dict()
-    monkeypatch.setattr(identity, "train_tfen_face_recogniser", lambda path: atomic_torch_save(path, {"state_dict": weights}))
+    atomic_torch_save(identity.identity_cache_dir() / identity.TFEN_FACE_CHECKPOINT_NAME, {"state_dict": weights})
     config = make_config(model="tfen-no-adversary", epochs=1, model_cfg={"face_weights": "synthetic"})
     result = train(config, fake_data, 0, tmp_path / "run")
     assert json.loads((tmp_path / "run" / "config.json").read_text())["model_cfg"] == {"face_weights": "synthetic"}

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
+import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +15,8 @@ import torch
 
 from cvfer.data.manifest import Manifest
 from cvfer.data.splits import OFFICIAL, Fold, Splits, read_splits, write_splits
-from cvfer.errors import CheckpointError, ConfigError, CvferError, DatasetError
+from cvfer.errors import CheckpointError, ConfigError, CvferError, DatasetError, OutputError
+from cvfer.io import LOCK_FILE, run_lock
 from cvfer.models import create_model
 from cvfer.runs import read_features, read_predictions
 from cvfer.train import outputs as train_outputs
@@ -191,16 +196,46 @@ def test_checkpoint_write_is_atomic(reference_run, make_config, tmp_path, monkey
     run = tmp_path / "run"
     train(make_config(epochs=1), data, 0, run)
     before = (run / "checkpoint.pt").read_bytes()
+    real_fsync = os.fsync
 
-    def failing_save(obj, handle):
-        handle.write(b"partial")
-        raise OSError("disk full")
+    def disk_full_on_checkpoint(fd):
+        if ".checkpoint.pt." in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
 
-    monkeypatch.setattr(torch, "save", failing_save)
-    with pytest.raises(OSError, match="disk full"):
+    monkeypatch.setattr(os, "fsync", disk_full_on_checkpoint)
+    with pytest.raises(OutputError, match=r"checkpoint\.pt: cannot be written: no space left on the device"):
         train(make_config(epochs=2), data, 0, run, resume=True)
     assert (run / "checkpoint.pt").read_bytes() == before
-    assert not [path.name for path in run.iterdir() if path.name.endswith(".tmp")]
+    assert not [path.name for path in run.iterdir() if path.name.endswith(".tmp") or path.name == LOCK_FILE]
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused(reference_run, make_config, tmp_path):
+    data, _ = reference_run
+    with run_lock(tmp_path / "run"), pytest.raises(ConfigError, match=rf"PID {os.getpid()} holds .*run/{LOCK_FILE}"):
+        train(make_config(epochs=1), data, 0, tmp_path / "run")
+    train(make_config(epochs=1), data, 0, tmp_path / "run")
+    assert not (tmp_path / "run" / LOCK_FILE).exists()
+
+
+def test_resume_rewrites_a_deleted_model_pt_as_the_corrupt_message_says(reference_run, make_config, tmp_path):
+    data, reference = reference_run
+    run = Path(shutil.copytree(reference.out_dir, tmp_path / "run"))
+    (run / "model.pt").unlink()
+    train(make_config(epochs=3), data, 0, run, resume=True)
+    _assert_same_state(_weights(reference.out_dir), _weights(run))
+
+
+def test_a_checkpoint_with_flipped_bytes_is_refused(reference_run, make_config, tmp_path):
+    data, _ = reference_run
+    run = tmp_path / "run"
+    train(make_config(epochs=1), data, 0, run)
+    damaged = bytearray((run / "checkpoint.pt").read_bytes())
+    for where in np.random.default_rng(0).integers(0, len(damaged) - 200, 2000):
+        damaged[where] ^= 0x10
+    (run / "checkpoint.pt").write_bytes(bytes(damaged))
+    with pytest.raises(CheckpointError, match=r"checkpoint\.pt: corrupt: checksum mismatch.*without --resume"):
+        train(make_config(epochs=2), data, 0, run, resume=True)
 
 
 def test_resume_removes_temp_files_a_killed_write_left(reference_run, make_config, tmp_path):

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from tqdm import tqdm
 
 if TYPE_CHECKING:
-    from cvfer.codec import CompressedVideo
+    from cvfer.codec import CompressedFrame
 
 
 def _runs(letters: str) -> str:
@@ -24,14 +26,41 @@ def _runs(letters: str) -> str:
     return " ".join(runs)
 
 
-def motion_statistics(motion_vectors: np.ndarray) -> dict[str, float]:
-    """Mean and max vector magnitude (pixels) and the fraction of non-zero vectors over all pixels."""
-    magnitude = np.hypot(motion_vectors[:, 0].astype(np.float32), motion_vectors[:, 1].astype(np.float32))
-    return {
-        "mean": float(magnitude.mean()) if magnitude.size else 0.0,
-        "max": float(magnitude.max()) if magnitude.size else 0.0,
-        "nonzero": float((magnitude > 0).mean()) if magnitude.size else 0.0,
-    }
+@dataclass
+class ClipStatistics:
+    """Motion and residual statistics over a clip's P frames, added one `CompressedFrame` at a time (so
+    `cvfer inspect` holds one frame, not the clip), and the frame with the most residual energy."""
+
+    pixels: int = 0
+    magnitude_sum: float = 0.0
+    magnitude_max: float = 0.0
+    moving_pixels: int = 0
+    residual_sum: float = 0.0
+    strongest: CompressedFrame | None = None
+    strongest_energy: float = -1.0
+
+    def add(self, frame: CompressedFrame) -> None:
+        """Count `frame`'s vectors and residual; keep it if its residual energy (sum |Δ|) is the largest so far."""
+        field = frame.motion_vectors.astype(np.float32)
+        magnitude = np.hypot(field[0], field[1])
+        self.pixels += magnitude.size
+        self.magnitude_sum += float(magnitude.sum(dtype=np.float64))
+        self.magnitude_max = max(self.magnitude_max, float(magnitude.max()))
+        self.moving_pixels += int(np.count_nonzero(magnitude))
+        energy = float(np.abs(frame.residual).sum(dtype=np.int64))
+        self.residual_sum += energy
+        if energy > self.strongest_energy:
+            self.strongest, self.strongest_energy = frame, energy
+
+    def motion(self) -> dict[str, float]:
+        """Mean and max vector magnitude (pixels) and the fraction of non-zero vectors over all pixels."""
+        if not self.pixels:
+            return {"mean": 0.0, "max": 0.0, "nonzero": 0.0}
+        return {"mean": self.magnitude_sum / self.pixels, "max": self.magnitude_max, "nonzero": self.moving_pixels / self.pixels}
+
+    def residual_mean(self) -> float:
+        """Mean |Δ| over every residual value (pixels × 3 channels)."""
+        return self.residual_sum / (3 * self.pixels) if self.pixels else 0.0
 
 
 def flow_colours(field: np.ndarray) -> np.ndarray:
@@ -45,7 +74,7 @@ def flow_colours(field: np.ndarray) -> np.ndarray:
     return hsv_to_rgb(np.stack([hue, np.ones_like(hue), value], axis=-1))
 
 
-def _draw(video: CompressedVideo, out: Path) -> None:
+def _draw(path: Path, frame: CompressedFrame, out: Path) -> None:
     """I frame, the P frame with the largest residual, and that frame's motion field, side by side."""
     import matplotlib
 
@@ -54,27 +83,25 @@ def _draw(video: CompressedVideo, out: Path) -> None:
 
     from cvfer.io import atomic_savefig
 
-    strongest = int(np.abs(video.residuals.reshape(len(video.residuals), -1)).sum(axis=1).argmax())
-    residual = video.residuals[strongest].astype(np.float32)
+    residual = frame.residual.astype(np.float32)
     limit = max(float(np.abs(residual).max()), 1.0)
-    index = int(video.frame_indices[strongest])
     figure, axes = plt.subplots(1, 3, figsize=(12, 4.2))
-    axes[0].imshow(video.iframe)
+    axes[0].imshow(frame.iframe)
     axes[0].set_title("I frame")
     axes[1].imshow(np.clip(0.5 + residual / (2 * limit), 0, 1))
-    axes[1].set_title(f"residual, frame {index} (grey = 0, ±{limit:.0f})")
-    axes[2].imshow(flow_colours(video.motion_vectors[strongest]))
-    axes[2].set_title(f"motion vectors, frame {index} (hue = direction)")
+    axes[1].set_title(f"residual, frame {frame.index} (grey = 0, ±{limit:.0f})")
+    axes[2].imshow(flow_colours(frame.motion_vectors))
+    axes[2].set_title(f"motion vectors, frame {frame.index} (hue = direction)")
     for axis in axes:
         axis.set_axis_off()
-    figure.suptitle(video.path.name)
+    figure.suptitle(path.name)
     figure.tight_layout()
     atomic_savefig(out, figure, dpi=100)
     plt.close(figure)
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from cvfer.codec import probe, read_compressed
+    from cvfer.codec import iter_compressed, probe
     from cvfer.errors import CompressedVideoError
     from cvfer.io import check_output_file
 
@@ -88,20 +115,24 @@ def _inspect(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{info.frame_types.count(letter)} {letter}" for letter in "IPB")
     print(f"frames:     {len(info.frame_types)}  ({counts})")
     print(f"GOP:        {_runs(info.frame_types)}")
+    statistics = ClipStatistics()
     try:
-        video = read_compressed(args.video, residual=args.residual)
+        # One P frame at a time: memory does not grow with the clip (docs/codec.md, "Memory").
+        for frame in tqdm(iter_compressed(args.video, residual=args.residual), total=len(info.frame_types) - 1,
+                          desc="reading P frames", unit="frame", leave=False, disable=None):
+            statistics.add(frame)
     except CompressedVideoError as error:
         print(f"MIC-ready:  no: {error.problem} ({error.fix})")
         return 1
-    stats = motion_statistics(video.motion_vectors)
+    stats = statistics.motion()
     print("MIC-ready:  yes")
     print(
         f"motion:     mean |v| {stats['mean']:.2f} px, max |v| {stats['max']:.1f} px, "
         f"non-zero {stats['nonzero']:.1%} of pixels"
     )
-    print(f"residual:   mean |Δ| {np.abs(video.residuals).mean():.2f} ({args.residual})")
+    print(f"residual:   mean |Δ| {statistics.residual_mean():.2f} ({args.residual})")
     if args.png:
-        _draw(video, Path(args.png))
+        _draw(info.path, statistics.strongest, Path(args.png))
         print(f"figure:     {args.png}")
     return 0
 
@@ -130,6 +161,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the video, motion-vector and residual statistics. Exit status 1 when the video decodes but MIC cannot "
         "use it (the reason is printed), 2 with one error line when it cannot be read at all (missing, not a "
         "video, corrupt).",
+        epilog="examples:\n"
+        "  cvfer inspect runs/demo/data/clips/S001_anger_1.mp4\n"
+        "  cvfer inspect my_video.mp4 --png my_video_inspect.png",
     )
     inspect.add_argument("video", help="video file")
     inspect.add_argument(
@@ -143,6 +177,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="convert a video or a folder of images to the MIC format",
         description="Re-encode anything PyAV decodes (video file, or a folder of images sorted by name) to "
         "MPEG-4 Part 2 with one GOP over the whole clip, no B frames, square pixels and even sides.",
+        epilog="examples:\n"
+        "  cvfer reencode my_video.mov my_clip.mp4 --size 64\n"
+        "  cvfer reencode frames_folder/ my_clip.mp4 --fps 25",
     )
     convert.add_argument("src", help="video file or folder of images")
     convert.add_argument("dst", help="output video file (.mp4, .avi, .mkv); a folder or SRC itself is refused")

@@ -45,6 +45,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "below override it for every model. A model that fails is listed with its error and the exit code "
             "is 1; the others still run."
         ),
+        epilog="examples:\n"
+        "  cvfer compare --data runs/demo/data --models mic,mic-mi,tfen --folds 3 --out runs/compare\n"
+        "  cvfer compare --data data/real/ckplus-pairs --models mic,mic-mi --folds 10 --epochs 8 --threads 1 "
+        "--out runs/real",
     )
     parser.add_argument("--data", required=True, help="prepared dataset folder (manifest.csv, splits.json)")
     parser.add_argument("--models", required=True, help="comma-separated registered model names")

@@ -57,6 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "as MPEG-4 with one GOP, and write clips/, apex/, manifest.csv, dataset.json and splits.json "
             "into OUT. The output depends only on the preset, the seed and the knobs (docs/synthetic.md)."
         ),
+        epilog="examples:\n"
+        "  cvfer synth data/synth-small --preset small --workers 2\n"
+        "  cvfer synth data/synth-harder --preset small --expression-scale 0.7 --seed 1",
     )
     parser.add_argument("out", help="output folder")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="size preset (default: tiny)")

@@ -58,6 +58,13 @@ def _positive_ints(text: str) -> list[int]:
     return values
 
 
+def _workers(text: str) -> int | str:
+    """argparse type of `--workers`: `auto` or an integer ≥ 1."""
+    from cvfer.cluster import AUTO
+
+    return AUTO if text == AUTO else _positive_int(text)
+
+
 def _run_bench(args: argparse.Namespace) -> int:
     from cvfer.eval.bench import benchmark, bench_table
 
@@ -71,6 +78,7 @@ def _run_bench(args: argparse.Namespace) -> int:
         decode_floor=True,
         num_frames=args.num_frames,
         clock=args.clock,
+        size=args.size,
     )
     print(bench_table(result))
     if args.json:
@@ -81,11 +89,53 @@ def _run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_timeline(args: argparse.Namespace) -> int:
+    from cvfer.eval.predict import load_model
+    from cvfer.eval.timeline import STRIDE_SECONDS, WINDOW_SECONDS, predict_timeline
+
+    if args.out is None:
+        raise ConfigError("--timeline needs --out", fix="give --out DIR for the CSV, JSON and PNG")
+    predictor = load_model(args.checkpoint)
+    window = WINDOW_SECONDS if args.window is None else args.window
+    stride = (STRIDE_SECONDS if args.window is None else window) if args.stride is None else args.stride
+    for path in args.paths:
+        result = predict_timeline(
+            predictor, path, args.out, window_seconds=window, stride_seconds=stride, per_gop=args.per_gop
+        )
+        faceless = sum(not row.face for row in result.rows)
+        print(
+            f"{path}: {len(result.rows)} windows ({faceless} without a face), "
+            f"{result.timing['video_s_per_wall_s']:.2f} video s per wall s; wrote {result.csv_path}, "
+            f"{result.json_path.name} and {result.png_path.name}"
+        )
+    return 0
+
+
 def _run_predict(args: argparse.Namespace) -> int:
+    import time
+
+    if args.timeline:
+        return _run_timeline(args)
+    if args.window is not None or args.stride is not None or args.per_gop or args.out is not None:
+        raise ConfigError("--window, --stride, --per-gop and --out apply to --timeline only", fix="add --timeline")
+
+    from cvfer.cluster import require_engine
     from cvfer.eval.predict import load_model, predict_paths
 
+    if args.cluster is not None:
+        require_engine()
     predictor = load_model(args.checkpoint)
-    predictions, failures = predict_paths(predictor, args.paths, cache_dir=args.cache_dir)
+    start = time.perf_counter()
+    predictions, failures = predict_paths(
+        predictor, args.paths, cache_dir=args.cache_dir, workers=args.workers, cluster=args.cluster
+    )
+    elapsed = time.perf_counter() - start
+    where = f"on --cluster {args.cluster}" if args.cluster else f"with --workers {args.workers}"
+    print(
+        f"predicted {len(predictions)} clips ({len(failures)} failed or skipped) in {elapsed:.1f} s: "
+        f"{len(predictions) / max(elapsed, 1e-9):.1f} clips/s {where}",
+        file=sys.stderr,
+    )
     if args.json:
         document = {
             "checkpoint": str(args.checkpoint),
@@ -110,7 +160,13 @@ def _run_report(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `cv`, `bench`, `predict` and `report` verbs."""
-    cv = subparsers.add_parser("cv", help="subject-independent k-fold cross-validation (or cross-dataset, or a sweep)")
+    cv = subparsers.add_parser(
+        "cv",
+        help="subject-independent k-fold cross-validation (or cross-dataset, or a sweep)",
+        epilog="examples:\n"
+        "  cvfer cv --data runs/demo/data --model mic-mi --folds 3 --epochs 6 --out runs/cv-mic-mi\n"
+        "  cvfer cv --data runs/demo/data --model mic --folds 3 --sweep alpha=0,0.1,0.5 --out runs/sweep-alpha",
+    )
     cv.add_argument("--data", help="prepared dataset folder (train and test on its folds)")
     cv.add_argument("--train-data", help="cross-dataset: train on this dataset's folds ...")
     cv.add_argument("--test-data", help="... and test on this one's folds, over the shared classes")
@@ -122,7 +178,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_train_config_arguments(train_options)
     cv.set_defaults(func=_run_cv)
 
-    bench = subparsers.add_parser("bench", help="frames per second, parameters and GMACs of test-time models")
+    bench = subparsers.add_parser(
+        "bench",
+        help="frames per second, parameters and GMACs of test-time models",
+        epilog="examples:\n"
+        "  cvfer bench runs/demo/data/clips/S001_*.mp4 --models mic,tfen,cnn-lstm --threads 1\n"
+        "  cvfer bench my_clip.mp4 --models runs/demo/mic/fold_00/model.pt --batch 1",
+    )
     bench.add_argument("videos", nargs="+", help="clips to time (the same clips for every model)")
     bench.add_argument(
         "--models", required=True, help=f"comma-separated {MODEL_PT} paths or registered names (NAME:key=value for options)"
@@ -136,6 +198,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument(
         "--clock", choices=("wall", "cpu"), default="wall", help="elapsed time, or this process's CPU time (shared machines)"
     )
+    bench.add_argument(
+        "--size",
+        choices=("native", "equal", "both"),
+        default="both",
+        help="models given by name at their system's own input size (MIC: the clip as stored; peers: frames resized "
+        "to their paper's size), at the clips' size, or both rows (default)",
+    )
     bench.add_argument("--json", help="also write the results to this JSON file")
     bench.set_defaults(func=_run_bench)
 
@@ -148,13 +217,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "skipped, as is anything beside the frames of an image folder; an empty folder is listed as failed. "
         "Hidden files are ignored. Skipped and failed inputs are listed on stderr (or under \"failures\" with "
         "--json) and the exit code is then 1.",
+        epilog="examples:\n"
+        "  cvfer predict runs/demo/mic/fold_00/model.pt my_video.mp4 --json\n"
+        "  cvfer predict runs/demo/mic/fold_00/model.pt long_video.mp4 --timeline --out runs/timeline",
     )
     predict.add_argument("checkpoint", help=f"a {MODEL_PT} written by training")
     predict.add_argument("paths", nargs="+", help="video files or folders (of images, or of videos and image folders)")
     predict.add_argument("--json", action="store_true", help="print all class probabilities and timings as JSON")
     predict.add_argument("--cache-dir", help="keep re-encoded clips in this writable folder (default: a temporary one)")
+    predict.add_argument(
+        "--workers",
+        type=_workers,
+        default="auto",
+        help="clips predicted in parallel single-threaded processes (default auto: every CPU once the first clip "
+        "shows the rest would take over 5 s in one process; 1: one process)",
+    )
+    predict.add_argument(
+        "--cluster",
+        metavar="ADDRESS|local",
+        help="predict on a Dask cluster: a scheduler address (tcp://host:8786) or `local` (--workers processes on "
+        "this machine); needs pip install 'cvfer[cluster]' (docs/scale.md)",
+    )
+    timeline = predict.add_argument_group("timeline of a long video (cvfer.eval.timeline)")
+    timeline.add_argument(
+        "--timeline", action="store_true",
+        help="classify each video window by window; write OUT/<name>_timeline.csv, .json and .png",
+    )
+    timeline.add_argument("--window", type=float, help="window length in seconds (default 1.0)")
+    timeline.add_argument("--stride", type=float, help="seconds between window starts (default 0.5, or --window when given)")
+    timeline.add_argument(
+        "--per-gop", action="store_true", help="one window per GOP (I frame to I frame; a longer GOP is cut at --window)"
+    )
+    timeline.add_argument("--out", help="folder for the timeline files")
     predict.set_defaults(func=_run_predict)
 
-    report = subparsers.add_parser("report", help=f"write RUN/{REPORT_MD} with tables and figures")
+    report = subparsers.add_parser(
+        "report", help=f"write RUN/{REPORT_MD} with tables and figures", epilog="example:\n  cvfer report runs/demo/mic"
+    )
     report.add_argument("run", help="a run folder written by `cvfer cv`")
     report.set_defaults(func=_run_report)

@@ -11,8 +11,18 @@ SHOWN_SKIPS = 20
 
 
 def _run(args: argparse.Namespace) -> int:
+    from cvfer.io import check_output_folder, run_lock
+
+    with run_lock(check_output_folder(args.out, "--out")):  # one prepare at a time into one --out
+        return _prepare(args)
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from cvfer.cluster import require_engine
     from cvfer.data.datasets import prepare_dataset
 
+    if args.cluster is not None:
+        require_engine()
     report = prepare_dataset(
         args.root,
         args.dataset,
@@ -27,6 +37,7 @@ def _run(args: argparse.Namespace) -> int:
         workers=args.workers,
         morph_frames=args.morph_frames,
         apex=args.apex,
+        cluster=args.cluster,
     )
     subjects = len({clip.subject for clip in report.clips})
     print(f"prepared {len(report.clips)} clips of {subjects} subjects, classes {', '.join(report.classes)}, written to {report.out}")
@@ -53,6 +64,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "dataset.json, splits.json and skipped.csv into --out. Exits 0 when at least one clip was "
             "prepared (skipped sources are listed as a warning), 2 when none was."
         ),
+        epilog="examples:\n"
+        "  cvfer prepare data/raw/CK+ --dataset ckplus --out data/ckplus\n"
+        "  benchmarks/build_real_dev_set.sh      # CK+ neutral/peak stills -> data/real/ckplus-pairs (--dataset pairs)",
     )
     parser.add_argument("root", metavar="ROOT", help="folder the dataset was unpacked into")
     parser.add_argument("--dataset", required=True, choices=DATASETS, help="layout of ROOT")
@@ -71,6 +85,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the subject k-fold split")
     parser.add_argument("--detect-every", type=int, default=10, help="re-detect the face every N frames (default 10)")
     parser.add_argument("--workers", type=int, default=1, help="clips prepared in parallel processes (default 1)")
+    parser.add_argument(
+        "--cluster",
+        metavar="ADDRESS|local",
+        help="prepare on a Dask cluster: a scheduler address (tcp://host:8786; its workers must see ROOT and --out "
+        "at the same paths) or `local` (--workers processes on this machine); needs pip install 'cvfer[cluster]' "
+        "(docs/scale.md)",
+    )
     parser.add_argument(
         "--morph-frames", type=int, default=16, help="pairs dataset: frames of each clip morphed from neutral to peak (default 16)"
     )

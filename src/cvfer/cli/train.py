@@ -100,6 +100,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "into --out. "
             "Run under `torchrun --nproc_per_node N` for multi-process training (docs/training.md)."
         ),
+        epilog="examples:\n"
+        "  cvfer train --data runs/demo/data --model mic --fold 0 --out runs/mic-fold0\n"
+        "  cvfer train --data runs/demo/data --model mic --fold 0 --out runs/mic-fold0 --resume",
     )
     parser.add_argument("--data", required=True, help="prepared dataset folder (manifest.csv, splits.json)")
     parser.add_argument("--fold", type=int, default=0, help="fold of splits.json to train on (default 0)")

@@ -1,8 +1,9 @@
 """Decoded frames and header facts of any video or image PyAV reads: the door for code that needs no
 compressed domain (dataset preparation, prediction, `cvfer bench`).
 
-Files are opened and judged by the reader's own checks (`_open_video`, `_demux`, `_decode`), so a missing,
-truncated or corrupt file is the same `CompressedVideoError`, naming it, as `read_compressed` raises.
+Files are opened and judged by the reader's own checks (`_open_video`, `_packets`, `_decode`: the header's frame
+count or length, the decoder's corrupt flag), so a missing, truncated or corrupt file is the same
+`CompressedVideoError`, naming it, as `read_compressed` raises, and never a shorter clip.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from cvfer.codec.reader import _decode, _demux, _fps, _open_video
+from cvfer.codec.reader import _decode, _fps, _open_video, _packets
 
 
 @dataclass(frozen=True)
@@ -40,16 +41,16 @@ def count_frames(path: str | Path) -> int:
     """Frames of the first video stream, counted by demuxing (no decoding); a truncated file is refused."""
     path = Path(path)
     with _open_video(path) as (container, stream):
-        return len(_demux(path, container, stream))
+        return sum(1 for _ in _packets(path, container, stream))
 
 
 def _decoded_frames(path: Path, *, single_thread: bool = False) -> Iterator[av.VideoFrame]:
-    """Every frame of the video (or image) at `path`, in display order."""
+    """Every frame of the video (or image) at `path`, in display order, demuxed and decoded one packet at a
+    time (memory does not grow with the file; a truncated file is refused once its end is reached)."""
     with _open_video(path) as (container, stream):
         if single_thread:
             stream.thread_type = "NONE"
-        packets = _demux(path, container, stream)
-        yield from _decode(path, stream.codec_context, packets)
+        yield from _decode(path, stream.codec_context, _packets(path, container, stream))
 
 
 def iter_frames(path: str | Path) -> Iterator[np.ndarray]:
@@ -59,7 +60,8 @@ def iter_frames(path: str | Path) -> Iterator[np.ndarray]:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """H×W×3 uint8 RGB pixels of an image file (of a video: its first frame)."""
+    """H×W×3 uint8 RGB pixels of an image file (of a video: its first frame, once the whole file is checked)."""
+    count_frames(path)  # a demux pass: a truncated video is refused even though its first frame decodes
     with contextlib.closing(_decoded_frames(Path(path))) as frames:
         return next(frames).to_ndarray(format="rgb24")
 

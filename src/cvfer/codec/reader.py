@@ -1,20 +1,25 @@
 """Read a video as MIC sees it (Sec. 3.1): the I frame, and per P frame a motion field and a residual.
 
-Every problem with the file becomes a `CompressedVideoError` naming the file, the problem and the fix.
+`read_compressed` returns a clip (or P frames sampled from it), `iter_compressed` yields P frame after
+P frame; both stream the file (packet by packet, frame by frame), so memory is what they return plus a
+few frames. Every problem with the file becomes a `CompressedVideoError` naming the file, the problem and the fix.
 The representation, the sampling rule and the rounding/clamping choices are explained in docs/codec.md.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import gc
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
-from cvfer.codec.motion import BlockFields, vectors_from_indices
+from cvfer.codec import kernels
 from cvfer.errors import CompressedVideoError, ConfigError
 from cvfer.io import broken_link
 
@@ -23,11 +28,18 @@ SUPPORTED_CODECS = {"mpeg4": "MPEG-4 Part 2", "h264": "H.264"}
 RESIDUAL_MODES = ("rgb", "codec")
 REENCODE_FIX = "re-encode it with `cvfer reencode SRC DST`"
 _PICTURE_LETTERS = {1: "I", 2: "P", 3: "B", 4: "S", 5: "i", 6: "p", 7: "b"}
+# FFmpeg's AVMotionVector as PyAV's `MotionVectors.to_ndarray` lays it out (a frame without vectors has none).
 _NO_BLOCK_VECTORS = np.zeros(
     0,
-    dtype=[("w", "u1"), ("h", "u1"), ("dst_x", "<i2"), ("dst_y", "<i2"),
-           ("motion_x", "<i4"), ("motion_y", "<i4"), ("motion_scale", "<u2")],
+    dtype=np.dtype(
+        [("source", "<i4"), ("w", "u1"), ("h", "u1"), ("src_x", "<i2"), ("src_y", "<i2"), ("dst_x", "<i2"),
+         ("dst_y", "<i2"), ("flags", "<u8"), ("motion_x", "<i4"), ("motion_y", "<i4"), ("motion_scale", "<u2")],
+        align=True,
+    ),
 )
+# read_compressed refuses to return more than this (motion vectors + residuals): stream with iter_compressed.
+MAX_RESULT_BYTES = 4 * 2**30
+RESULT_BYTES_PER_PIXEL = 2 * 2 + 3 * 2  # int16 (x, y) vector and int16 RGB residual
 # Linear part of BT.601 limited-range YCbCr -> RGB (what swscale applies to untagged yuv420p) in 8-bit
 # fixed point: R = 1.164 Y + 1.596 Cr, G = 1.164 Y − 0.392 Cb − 0.813 Cr, B = 1.164 Y + 2.017 Cb.
 _Y_GAIN, _CR_TO_R, _CB_TO_G, _CR_TO_G, _CB_TO_B = 298, 409, -100, -208, 516
@@ -106,24 +118,45 @@ def _open_video(path: Path) -> Iterator[tuple[av.container.InputContainer, av.Vi
         container.close()
 
 
-def _demux(path: Path, container: av.container.InputContainer, stream: av.VideoStream) -> list[av.Packet]:
-    """All non-empty packets of `stream`; fewer than the header promises means a truncated file."""
+def _packets(path: Path, container: av.container.InputContainer, stream: av.VideoStream) -> Iterator[av.Packet]:
+    """The non-empty packets of `stream`, one at a time (never all in memory); after the last one, checks
+    that the file had some and none is missing: fewer than the header promises means a truncated file."""
+    count, latest_end, all_timed = 0, None, True
     try:
-        packets = [packet for packet in container.demux(stream) if packet.size]
+        for packet in container.demux(stream):
+            if not packet.size:
+                continue
+            count += 1
+            all_timed = all_timed and packet.pts is not None and bool(packet.duration)
+            if packet.pts is not None:
+                end = packet.pts + (packet.duration or 0)
+                latest_end = end if latest_end is None else max(latest_end, end)
+            yield packet
     except (av.error.FFmpegError, ValueError) as error:
         raise _corrupt(path, "while reading packets", error) from error
-    if not packets:
+    if not count:
         raise CompressedVideoError("contains no video frames", path, f"check the file or {REENCODE_FIX}")
-    if stream.frames and len(packets) < stream.frames:
-        raise _corrupt(path, "end of file", ValueError(f"{len(packets)} of {stream.frames} frames present"))
+    if stream.frames and count < stream.frames:
+        raise _corrupt(path, "end of file", ValueError(f"{count} of {stream.frames} frames present"))
     expected_seconds = _header_duration(container, stream)
-    ends = [packet.pts + (packet.duration or 0) for packet in packets if packet.pts is not None]
-    if not stream.frames and expected_seconds and ends and stream.time_base:
+    if not stream.frames and expected_seconds and latest_end is not None and stream.time_base:
         rate = _fps(stream) or 25.0
-        present_seconds = float((max(ends) - (stream.start_time or 0)) * stream.time_base)
-        if present_seconds < expected_seconds - 1.5 / rate:
+        present_seconds = float((latest_end - (stream.start_time or 0)) * stream.time_base)
+        # Packets that all state their duration must reach the header's length to within half a frame (a
+        # Matroska file cut by one cluster loses its last frame, the apex of most FER clips); others 1.5 frames.
+        if present_seconds < expected_seconds - (0.5 if all_timed else 1.5) / rate:
             raise _corrupt(path, "end of file", ValueError(f"{present_seconds:.2f} s of {expected_seconds:.2f} s present"))
-    return packets
+
+
+def _demux(path: Path, container: av.container.InputContainer, stream: av.VideoStream) -> list[av.Packet]:
+    """All non-empty packets of `stream` in a list, checked as `_packets` does."""
+    return list(_packets(path, container, stream))
+
+
+def _count_packets(path: Path) -> tuple[int, tuple[int, int]]:
+    """(packets, (height, width)) of the video at `path`: demuxed, not decoded, and checked as `_packets` does."""
+    with _open_video(path) as (container, stream):
+        return sum(1 for _ in _packets(path, container, stream)), (stream.codec_context.height, stream.codec_context.width)
 
 
 def _header_duration(container: av.container.InputContainer, stream: av.VideoStream) -> float | None:
@@ -138,11 +171,12 @@ def _header_duration(container: av.container.InputContainer, stream: av.VideoStr
     return None
 
 
-def _decode(path: Path, context: av.codec.context.CodecContext, packets: Sequence[av.Packet]) -> Iterator[av.VideoFrame]:
+def _decode(path: Path, context: av.codec.context.CodecContext, packets: Iterable[av.Packet]) -> Iterator[av.VideoFrame]:
     """Decode `packets` in order (then flush), turning decoder failures into `CompressedVideoError`."""
-    count = 0
+    fed = count = 0
     try:
-        for packet in [*packets, None]:
+        for packet in itertools.chain(packets, [None]):
+            fed += packet is not None
             for frame in context.decode(packet):
                 if frame.is_corrupt:
                     raise _corrupt(path, f"frame {count}", ValueError("decoder flagged the frame corrupt"))
@@ -150,8 +184,8 @@ def _decode(path: Path, context: av.codec.context.CodecContext, packets: Sequenc
                 yield frame
     except (av.error.FFmpegError, ValueError) as error:
         raise _corrupt(path, f"decoding frame {count}", error) from error
-    if count != len(packets):
-        raise _corrupt(path, "after decoding", ValueError(f"{len(packets)} packets gave {count} frames"))
+    if count != fed:
+        raise _corrupt(path, "after decoding", ValueError(f"{fed} packets gave {count} frames"))
 
 
 def _picture_letter(frame: av.VideoFrame) -> str:
@@ -248,118 +282,128 @@ def codec_residual_to_rgb(planes: Sequence[np.ndarray], height: int, width: int)
     return out
 
 
-def _write_codec_residuals(
-    path: Path, stream: av.VideoStream, packets: Sequence[av.Packet], positions: dict[int, list[int]], residuals: np.ndarray
-) -> None:
-    """Decode again with FFmpeg's `debug=nomc` (motion compensation off); write each wanted frame's residual."""
+def _nomc_context(stream: av.VideoStream) -> av.codec.context.CodecContext:
+    """A second decoder of `stream` with FFmpeg's `debug=nomc` (motion compensation off): it outputs residuals."""
     context = av.codec.CodecContext.create(stream.codec_context.name, "r")
     context.extradata = stream.codec_context.extradata
     context.options = {"debug": "nomc"}
-    height, width = stream.codec_context.height, stream.codec_context.width
-    for index, frame in enumerate(_decode(path, context, packets)):
-        if index in positions:
-            residuals[positions[index][0]] = codec_residual_to_rgb(_yuv_planes(frame, path), height, width)
+    return context
 
 
-def _block_vectors(frame: av.VideoFrame) -> np.ndarray:
-    """The frame's MOTION_VECTORS side data as FFmpeg's structured array (empty if it has none)."""
-    side_data = frame.side_data.get(av.sidedata.sidedata.Type.MOTION_VECTORS)
-    return _NO_BLOCK_VECTORS if side_data is None else side_data.to_ndarray()
+@dataclass(frozen=True, eq=False)
+class CompressedFrame:
+    """One P frame as MIC sees it (what `iter_compressed` yields).
 
-
-def _gather_pixels(image: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    """Pixels of a contiguous H×W×3 uint8 `image` at flat `indices` (H×W), moving 3 bytes per pixel at once."""
-    pixels = image.reshape(-1, 3).view(np.dtype((np.void, 3))).ravel()
-    return pixels.take(indices, mode="clip").view(np.uint8).reshape(*indices.shape, 3)
-
-
-class _AccumulatedTrace:
-    """CoViAR's accumulation: every P frame traced back to the I frame, fields built a batch at a time.
-
-    The trace itself is sequential (frame t's sources depend on frame t−1's); `accumulated` holds, for
-    every pixel, the flat index of the I-frame pixel it comes from.
+    `motion_vectors` is 2×H×W int16 (x, y) `dst − src` in pixels and `residual` H×W×3 int16, as one
+    entry of `CompressedVideo`; `index` is the frame's position in the stream (the I frame is 0) and
+    `iframe` the clip's I frame (one array, shared by every P frame of the clip).
     """
 
-    def __init__(self, iframe: np.ndarray, motion_vectors: np.ndarray, residuals: np.ndarray,
-                 positions: dict[int, list[int]], size: int):
-        self.iframe, self.motion_vectors, self.residuals, self.positions = iframe, motion_vectors, residuals, positions
-        self.height, self.width = iframe.shape[:2]
-        self.size = size
-        self.accumulated = np.arange(self.height * self.width, dtype=np.int32).reshape(self.height, self.width, 1)
-        self.pending: list[tuple[int, np.ndarray, np.ndarray | None]] = []
-
-    def add(self, index: int, block_vectors: np.ndarray, frame: np.ndarray | None) -> None:
-        """Queue P frame `index` (its RGB pixels only when it is one of the returned frames)."""
-        self.pending.append((index, block_vectors, frame))
-        if len(self.pending) == self.size:
-            self.finish()
-
-    def finish(self) -> None:
-        """Advance the trace through the queued frames, writing the returned ones' fields and residuals."""
-        if not self.pending:
-            return
-        fields = BlockFields.from_side_data([vectors for _, vectors, _ in self.pending], self.height, self.width)
-        for offset, (index, _, frame) in enumerate(self.pending):
-            self.accumulated = fields.frame(offset).predict([self.accumulated])[0]
-            outputs = self.positions.get(index)
-            if outputs is not None:
-                sources = self.accumulated[..., 0]
-                self.motion_vectors[outputs[0]] = vectors_from_indices(sources)
-                prediction = _gather_pixels(self.iframe, sources)
-                np.subtract(frame, prediction, out=self.residuals[outputs[0]], dtype=np.int16)
-        self.pending = []
+    index: int
+    motion_vectors: np.ndarray
+    residual: np.ndarray
+    iframe: np.ndarray
 
 
-class _PFrameBatch:
-    """Collects sampled P frames and finishes them in batches, so NumPy's per-call cost is paid per batch."""
+class _StreamReader:
+    """Decodes one MIC stream and computes the motion field and residual of the P frames asked for.
 
-    # Pixels per batch: big enough to spread the per-call cost, small enough to stay cache-friendly.
-    PIXELS = 1 << 19
+    Frame by frame: besides the outputs it keeps the I frame, the previous frame (RGB residuals), the
+    trace (accumulated fields, 2×H×W int32 twice) and FFmpeg's own reference frames, whatever the clip's
+    length. The pixel work is done by the compiled kernels of `cvfer.codec.kernels`.
+    """
 
-    def __init__(self, motion_vectors: np.ndarray, residuals: np.ndarray | None):
-        self.motion_vectors, self.residuals = motion_vectors, residuals
-        self.height, self.width = motion_vectors.shape[2:]
-        self.size = max(1, self.PIXELS // (self.height * self.width))
-        self.positions: list[int] = []
-        self.block_vectors: list[np.ndarray] = []
-        self.frames: list[np.ndarray | None] = []
-        self.references: list[np.ndarray | None] = []
+    def __init__(self, path: Path, stream: av.VideoStream, residual: str, accumulate: bool):
+        self.path, self.residual, self.accumulate = path, residual, accumulate
+        self.context = stream.codec_context
+        self.context.flags2 |= av.codec.context.Flags2.export_mvs
+        self.nomc = _nomc_context(stream) if residual == "codec" else None
+        self.height, self.width = self.context.height, self.context.width
+        self.letters: list[str] = []
+        self.iframe: np.ndarray | None = None
+        # One converter each, reused frame after frame (a frame's own `to_ndarray` sets one up every time),
+        # on one thread: swscale's own threads cost more CPU time than they save below 1080p.
+        self.to_rgb, self.to_thumbnail = VideoReformatter(), VideoReformatter()
 
-    def add(self, position: int, block_vectors: np.ndarray, frame: np.ndarray | None, reference: np.ndarray | None) -> None:
-        """Queue the P frame written to output `position` (frame and reference only for RGB residuals)."""
-        self.positions.append(position)
-        self.block_vectors.append(block_vectors)
-        self.frames.append(frame)
-        self.references.append(reference)
-        if len(self.positions) == self.size:
-            self.finish()
+    def _pixels(self, frame: av.VideoFrame) -> np.ndarray:
+        """The frame's H×W×3 uint8 RGB pixels (a view of a converted frame's buffer)."""
+        return self.to_rgb.reformat(frame, format="rgb24", threads=1).to_ndarray()
 
-    def finish(self) -> None:
-        """Write the queued frames' motion fields (and residuals) to their output positions."""
-        if not self.positions:
-            return
-        fields = BlockFields.from_side_data(self.block_vectors, self.height, self.width)
-        first, count = self.positions[0], len(self.positions)
-        in_order = self.positions == list(range(first, first + count))
-        where = slice(first, first + count) if in_order else self.positions
-        if in_order:
-            fields.dense(out=self.motion_vectors[where])
+    def _vectors_and_pixels(self, frame: av.VideoFrame, pixels: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """The frame's block vectors (FFmpeg's AVMotionVector records; none if it has none) and, if `pixels`,
+        its RGB pixels (a copy).
+
+        Read from a converted frame, which carries the side data too: PyAV ties a frame and its side data
+        into a reference cycle, which only Python's cyclic garbage collector frees, and the decoder's own
+        frame objects (PyAV allocates each before decoding into it) reach the collector's older
+        generations, where a clip's worth of decoded pictures would pile up. The converted frame dies
+        here, young, and `p_frames` collects it (`gc.collect(0)`). Without `pixels` it is 16×16 grey.
+        """
+        if pixels:
+            converted = self.to_rgb.reformat(frame, format="rgb24", threads=1)
         else:
-            self.motion_vectors[where] = fields.dense()
-        if self.residuals is not None:
-            chained = all(reference is frame for reference, frame in zip(self.references[1:], self.frames, strict=False))
-            if chained:  # consecutive P frames: each frame is the next one's reference, pad them once
-                padded = fields.pad([self.references[0], *self.frames])
-                margin = fields.margin
-                frames = padded[1:, margin : margin + self.height, margin : margin + self.width]
-                references = padded[:-1]
+            converted = self.to_thumbnail.reformat(frame, format="gray", width=16, height=16, interpolation="POINT", threads=1)
+        side_data = converted.side_data.get(av.sidedata.sidedata.Type.MOTION_VECTORS)
+        # Copied as bytes: NumPy copies a padded structured array field by field, ~50× slower.
+        block_vectors = _NO_BLOCK_VECTORS
+        if side_data is not None:
+            block_vectors = np.frombuffer(bytearray(side_data), _NO_BLOCK_VECTORS.dtype)
+        return block_vectors, np.array(converted.to_ndarray()) if pixels else None
+
+    def _decoded(self, packets: Iterable[av.Packet]) -> Iterator[tuple[av.VideoFrame, av.VideoFrame | None]]:
+        """Each frame, paired (residual='codec') with the same frame decoded without motion compensation."""
+        if self.nomc is None:
+            for frame in _decode(self.path, self.context, packets):
+                yield frame, None
+            return
+        # Both decoders run in step, so tee holds only the packets one is ahead of the other.
+        compensated, uncompensated = itertools.tee(packets)
+        yield from zip(
+            _decode(self.path, self.context, compensated), _decode(self.path, self.nomc, uncompensated), strict=False
+        )
+
+    def p_frames(
+        self, packets: Iterable[av.Packet], wanted: Callable[[int], bool], outputs: Callable[[int], tuple[np.ndarray, np.ndarray]]
+    ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """For each P frame `wanted(index)` accepts: write its field and residual into `outputs(index)`
+        (2×H×W and H×W×3 int16 arrays, C-contiguous) and yield (index, field, residual)."""
+        height, width = self.height, self.width
+        previous = sources = spare_sources = None
+        for index, (frame, uncompensated) in enumerate(self._decoded(packets)):
+            letter = _picture_letter(frame)
+            self.letters.append(letter)
+            _check_mic_structure(self.path, index, letter)
+            if (frame.height, frame.width) != (height, width):
+                raise _corrupt(self.path, f"frame {index}", ValueError(f"size {frame.height}×{frame.width} != {height}×{width}"))
+            returned = index > 0 and wanted(index)
+            needs_pixels = index == 0 or (
+                self.residual == "rgb" and (returned or (not self.accumulate and wanted(index + 1)))
+            )
+            if index > 0 and (returned or sources is not None):
+                block_vectors, current = self._vectors_and_pixels(frame, needs_pixels)
+                gc.collect(0)  # the converted frame and its side data (see _vectors_and_pixels)
+                if sources is not None:
+                    kernels.trace(block_vectors, sources, spare_sources)
+                    sources, spare_sources = spare_sources, sources
+                if returned:
+                    field, residual = outputs(index)
+                    if sources is not None:
+                        kernels.accumulated_outputs(sources, self.iframe, current, field, residual)
+                    elif uncompensated is None:
+                        kernels.motion_field_and_residual(block_vectors, current, previous, field, residual)
+                    else:
+                        _check_half_pel(self.path, index, block_vectors)
+                        kernels.motion_field(block_vectors, field)
+                        residual[...] = codec_residual_to_rgb(_yuv_planes(uncompensated, self.path), height, width)
+                    yield index, field, residual
             else:
-                frames, references = np.stack(self.frames), fields.pad(self.references)
-            if in_order:
-                fields.residuals(frames, references, out=self.residuals[where])
-            else:
-                self.residuals[where] = fields.residuals(frames, references, out=np.empty(frames.shape, dtype=np.int16))
-        self.positions, self.block_vectors, self.frames, self.references = [], [], [], []
+                current = np.ascontiguousarray(self._pixels(frame)) if needs_pixels else None
+            if index == 0:
+                self.iframe = current
+                if self.accumulate:
+                    sources = np.indices((height, width), dtype=np.int32)
+                    spare_sources = np.empty_like(sources)
+            previous = current
 
 
 def _validate_options(num_frames: int | None, residual: str, accumulate: bool) -> None:
@@ -372,6 +416,22 @@ def _validate_options(num_frames: int | None, residual: str, accumulate: bool) -
         raise ConfigError("accumulate=True is defined for residual='rgb' only", fix="use residual='rgb'")
 
 
+def _check_result_size(path: Path, count: int, size: tuple[int, int], num_frames: int | None) -> None:
+    """Refuse a result over `MAX_RESULT_BYTES` (before anything is decoded or allocated)."""
+    height, width = size
+    per_frame = height * width * RESULT_BYTES_PER_PIXEL
+    if count * per_frame <= MAX_RESULT_BYTES:
+        return
+    asked = f"num_frames={num_frames}" if num_frames is not None else f"all {count} P frames (num_frames=None)"
+    raise ConfigError(
+        f"{asked} would return {count * per_frame / 2**30:.1f} GiB of motion vectors and residuals for this "
+        f"{height}×{width} clip, over read_compressed's limit of {MAX_RESULT_BYTES // 2**30} GiB "
+        f"({MAX_RESULT_BYTES // per_frame} frames at this size)",
+        path,
+        f"ask for at most {MAX_RESULT_BYTES // per_frame} frames, or go through the clip with cvfer.codec.iter_compressed",
+    )
+
+
 def read_compressed(
     path: str | Path, *, num_frames: int | None = None, residual: str = "rgb", accumulate: bool = False
 ) -> CompressedVideo:
@@ -381,85 +441,96 @@ def read_compressed(
     residual="codec": the residual MPEG-4's decoder itself adds (decoded again with motion compensation
     off), in RGB units; refused for quarter-pel streams. accumulate=True traces vectors and residuals back
     to the I frame (CoViAR): warp(iframe, T_t) + Δ_t == frame_t. `num_frames` samples P frames uniformly (`sample_p_frames`).
+
+    Memory: the result (10 bytes a pixel per returned P frame, at most `MAX_RESULT_BYTES`, else
+    `ConfigError`) plus a few frames of working memory, whatever the clip's length; the file is read
+    twice (once to count its frames, once to decode), one packet at a time. Use `iter_compressed` for
+    whole long clips.
     """
     path = Path(path)
     _validate_options(num_frames, residual, accumulate)
-    with _open_video(path) as (container, stream):
+    with _open_video(path) as (_, stream):
         _check_codec(path, stream, residual)
-        packets = _demux(path, container, stream)
-        if len(packets) < 2:
-            raise CompressedVideoError("has a single frame and no P frames", path, "use a clip of at least two frames")
-        wanted = sample_p_frames(len(packets) - 1, num_frames) + 1
-        # Output positions of each wanted stream index (an index repeats when P frames are few).
-        positions: dict[int, list[int]] = {}
-        for position, index in enumerate(wanted.tolist()):
-            positions.setdefault(index, []).append(position)
-        height, width = stream.codec_context.height, stream.codec_context.width
-        motion_vectors = np.empty((len(wanted), 2, height, width), dtype=np.int16)
-        residuals = np.empty((len(wanted), height, width, 3), dtype=np.int16)
-        stream.codec_context.flags2 |= av.codec.context.Flags2.export_mvs
-        batch = _PFrameBatch(motion_vectors, residuals if residual == "rgb" else None)
-        trace = iframe = previous = None
-        letters = []
-        for index, frame in enumerate(_decode(path, stream.codec_context, packets)):
-            letter = _picture_letter(frame)
-            letters.append(letter)
-            _check_mic_structure(path, index, letter)
-            if (frame.height, frame.width) != (height, width):
-                raise _corrupt(path, f"frame {index}", ValueError(f"size {frame.height}×{frame.width} != {height}×{width}"))
-            outputs = positions.get(index)
-            needs_pixels = index == 0 or (
-                residual == "rgb" and (outputs is not None or (not accumulate and index + 1 in positions))
-            )
-            current = frame.to_ndarray(format="rgb24") if needs_pixels else None
-            if index == 0:
-                iframe = current
-                trace = _AccumulatedTrace(iframe, motion_vectors, residuals, positions, batch.size) if accumulate else None
-            elif trace is not None:
-                trace.add(index, _block_vectors(frame), current)
-            elif outputs is not None:
-                block_vectors = _block_vectors(frame)
-                if residual == "codec":
-                    _check_half_pel(path, index, block_vectors)
-                batch.add(outputs[0], block_vectors, current, previous)
-            previous = current
-        if trace is not None:
-            trace.finish()
-        batch.finish()
-        if residual == "codec":
-            _write_codec_residuals(path, stream, packets, positions, residuals)
-        for repeats in positions.values():
-            motion_vectors[repeats[1:]] = motion_vectors[repeats[0]]
-            residuals[repeats[1:]] = residuals[repeats[0]]
+    count, (height, width) = _count_packets(path)
+    if count < 2:
+        raise CompressedVideoError("has a single frame and no P frames", path, "use a clip of at least two frames")
+    wanted = sample_p_frames(count - 1, num_frames) + 1
+    _check_result_size(path, len(wanted), (height, width), num_frames)
+    # Output positions of each wanted stream index (an index repeats when P frames are few).
+    positions: dict[int, list[int]] = {}
+    for position, index in enumerate(wanted.tolist()):
+        positions.setdefault(index, []).append(position)
+    motion_vectors = np.empty((len(wanted), 2, height, width), dtype=np.int16)
+    residuals = np.empty((len(wanted), height, width, 3), dtype=np.int16)
+    with _open_video(path) as (container, stream):
+        reader = _StreamReader(path, stream, residual, accumulate)
+        frames = reader.p_frames(
+            _packets(path, container, stream),
+            positions.__contains__,
+            lambda index: (motion_vectors[positions[index][0]], residuals[positions[index][0]]),
+        )
+        for _ in frames:
+            pass
         fps = _fps(stream)
+    for repeats in positions.values():
+        motion_vectors[repeats[1:]] = motion_vectors[repeats[0]]
+        residuals[repeats[1:]] = residuals[repeats[0]]
     return CompressedVideo(
         path=path,
-        iframe=iframe,
+        iframe=reader.iframe,
         motion_vectors=motion_vectors,
         residuals=residuals,
-        frame_types="".join(letters),
+        frame_types="".join(reader.letters),
         frame_indices=wanted,
         fps=fps,
         size=(height, width),
     )
 
 
+def iter_compressed(path: str | Path, *, residual: str = "rgb", accumulate: bool = False) -> Iterator[CompressedFrame]:
+    """Every P frame of `path` in stream order as a `CompressedFrame`: `read_compressed` one frame at a time.
+
+    Same residual modes and identities as `read_compressed`; each frame's arrays are its own (keep
+    them or drop them). Memory stays at a few frames whatever the clip's length. Options are checked
+    at the call; problems with the file are raised while iterating (a truncated file when its end is
+    reached, after the frames before it).
+    """
+    path = Path(path)
+    _validate_options(None, residual, accumulate)
+    return _iter_compressed(path, residual, accumulate)
+
+
+def _iter_compressed(path: Path, residual: str, accumulate: bool) -> Iterator[CompressedFrame]:
+    with _open_video(path) as (container, stream):
+        _check_codec(path, stream, residual)
+        reader = _StreamReader(path, stream, residual, accumulate)
+        size = (reader.height, reader.width)
+        frames = reader.p_frames(
+            _packets(path, container, stream),
+            lambda _: True,
+            lambda _: (np.empty((2, *size), dtype=np.int16), np.empty((*size, 3), dtype=np.int16)),
+        )
+        for index, field, residual_frame in frames:
+            yield CompressedFrame(index=index, motion_vectors=field, residual=residual_frame, iframe=reader.iframe)
+    if len(reader.letters) < 2:
+        raise CompressedVideoError("has a single frame and no P frames", path, "use a clip of at least two frames")
+
+
 def read_frames(path: str | Path, *, indices: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
     """Decoded RGB frames (N×H×W×3 uint8) of any video PyAV decodes, all or those at `indices` (in that order)."""
     path = Path(path)
+    count, (height, width) = _count_packets(path)
+    wanted = np.arange(count) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
+    outside = wanted[(wanted < 0) | (wanted >= count)]
+    if outside.size:
+        raise CompressedVideoError(
+            f"frame index {int(outside[0])} is out of range: the video has {count} frames", path,
+            f"use indices 0..{count - 1}",
+        )
+    wanted_set = set(wanted.tolist())
+    decoded = {}
     with _open_video(path) as (container, stream):
-        packets = _demux(path, container, stream)
-        wanted = np.arange(len(packets)) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
-        outside = wanted[(wanted < 0) | (wanted >= len(packets))]
-        if outside.size:
-            raise CompressedVideoError(
-                f"frame index {int(outside[0])} is out of range: the video has {len(packets)} frames", path,
-                f"use indices 0..{len(packets) - 1}",
-            )
-        wanted_set = set(wanted.tolist())
-        height, width = stream.codec_context.height, stream.codec_context.width
-        decoded = {}
-        for index, frame in enumerate(_decode(path, stream.codec_context, packets)):
+        for index, frame in enumerate(_decode(path, stream.codec_context, _packets(path, container, stream))):
             if (frame.height, frame.width) != (height, width):
                 raise _corrupt(path, f"frame {index}", ValueError(f"size {frame.height}×{frame.width} != {height}×{width}"))
             if index in wanted_set:
@@ -473,8 +544,8 @@ def probe(path: str | Path) -> VideoInfo:
     """Codec, size, frame rate and the picture type of every frame (decodes, converts nothing)."""
     path = Path(path)
     with _open_video(path) as (container, stream):
-        packets = _demux(path, container, stream)
-        letters = "".join(_picture_letter(frame) for frame in _decode(path, stream.codec_context, packets))
+        frames = _decode(path, stream.codec_context, _packets(path, container, stream))
+        letters = "".join(_picture_letter(frame) for frame in frames)
         return VideoInfo(
             path=path,
             codec=stream.codec_context.name,

@@ -25,7 +25,8 @@ _CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".avi": "avi", ".mkv": "matroska", 
 def _encoder_options(codec: str, quality: int, gop_size: int, max_b_frames: int) -> dict[str, str]:
     """Private encoder options that keep the GOP structure what was asked for."""
     if codec == "mpeg4":
-        return {"sc_threshold": _NO_SCENE_CUTS}
+        # FFmpeg's MPEG-4 encoder caps the GOP at 600 frames unless `strict` allows more.
+        return {"sc_threshold": _NO_SCENE_CUTS, "strict": "experimental"}
     gop = f"keyint={gop_size}:min-keyint={gop_size}:scenecut=0:bframes={max_b_frames}"
     if codec == "libx264":
         return {"qp": str(quality), "x264-params": f"{gop}:ref=1"}

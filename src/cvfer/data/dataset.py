@@ -9,6 +9,7 @@ are skipped with a warning naming the file and the reason.
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -68,22 +69,26 @@ class ClipDataset(torch.utils.data.Dataset):
                 "regenerate splits.json for this manifest",
             )
         subject_index = {subject: index for index, subject in enumerate(manifest.subjects())}
-        self.records: list[ClipRecord] = []
         self.skipped: list[tuple[str, str]] = []
-        self._arrays: list[dict[str, np.ndarray]] = []
+        loaded: list[tuple[ClipRecord, dict[str, np.ndarray]]] = []
         for path in tqdm(clip_paths, desc="loading clips", unit="clip", disable=not progress, leave=False):
             clip = by_path[path]
             try:
-                arrays = self._load_clip(clip)
-                if self._arrays:
-                    _check_same_shapes(arrays, self._arrays[0], manifest.video_path(clip))
+                loaded.append((clip, self._load_clip(clip)))
             except (CvferError, OSError, ValueError) as error:
-                reason = getattr(error, "problem", None) or str(error)
-                self.skipped.append((path, reason))
-                warnings.warn(f"{manifest.video_path(clip)}: skipped ({reason})", stacklevel=2)
-                continue
-            self.records.append(clip)
-            self._arrays.append(arrays)
+                self._skip(clip, getattr(error, "problem", None) or str(error))
+        # Clips are batched together, so all must have one shape: the most common one, whatever the load order.
+        shapes = Counter(_shapes(arrays) for _, arrays in loaded)
+        common, count = shapes.most_common(1)[0] if shapes else ((), 0)
+        self.records: list[ClipRecord] = []
+        self._arrays: list[dict[str, np.ndarray]] = []
+        for clip, arrays in loaded:
+            if _shapes(arrays) == common:
+                self.records.append(clip)
+                self._arrays.append(arrays)
+            else:
+                key, shape = next(item for item in _shapes(arrays) if item not in common)
+                self._skip(clip, f"wrong size: {key} {shape}, the other {count} clips {dict(common).get(key)}")
         if not self.records:
             raise DatasetError(
                 f"none of the {len(clip_paths)} clips could be read (first: {self.skipped[0][1] if self.skipped else '-'})",
@@ -132,6 +137,11 @@ class ClipDataset(torch.utils.data.Dataset):
         batch["subject"] = self.subjects[indices]
         return batch
 
+    def _skip(self, clip: ClipRecord, reason: str) -> None:
+        """List `clip` as skipped for `reason`, with a warning naming its file."""
+        self.skipped.append((clip.path, reason))
+        warnings.warn(f"{self.manifest.video_path(clip)}: skipped ({reason})", stacklevel=3)
+
     def _load_clip(self, clip: ClipRecord) -> dict[str, np.ndarray]:
         """Compact arrays of one clip (`load_clip`), plus its apex image when asked for."""
         arrays = load_clip(self.manifest.video_path(clip), self.spec, length=clip.num_frames, cache_dir=self.cache_dir)
@@ -164,8 +174,6 @@ class ClipDataset(torch.utils.data.Dataset):
         return torch.from_numpy(np.concatenate(features))
 
 
-def _check_same_shapes(arrays: dict[str, np.ndarray], first: dict[str, np.ndarray], path: Path) -> None:
-    """Clips are batched together, so every array must have the first clip's shape."""
-    for key, array in arrays.items():
-        if array.shape != first[key].shape:
-            raise DatasetError(f"{key} has shape {array.shape}, other clips {first[key].shape}", path)
+def _shapes(arrays: dict[str, np.ndarray]) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """The shape of each of a clip's arrays, by key, in key order."""
+    return tuple(sorted((key, array.shape) for key, array in arrays.items()))

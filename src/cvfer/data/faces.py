@@ -2,9 +2,13 @@
 
 A clip is cropped with ONE box for all its frames (`track_face` → `FaceTrack.clip_box`), so the motion
 vectors of the re-encoded clip describe the face moving, not the crop window moving. The box is the
-union of the aligned face boxes detected every `detect_every` frames (the face is re-detected near its
-last position, so a second face in the frame does not pull the box away), rotated so the eyes of the
-first detection are level. A single image is aligned with `align_face` (the identity encoder's input).
+union of the aligned face boxes detected every `detect_every` frames from the first (the I frame) on (the
+face is re-detected near its last position, so a second face in the frame does not pull the box away),
+rotated so the eyes of the first detection are level. `track_face` searches the first frame resized so its
+shorter side is `DETECTION_SIDE` pixels, later ones in a window around the last box resized to that box's
+scale, and places the landmarks on the full frame: the same clip at 640×480 and at 1280×960 gets the same
+box (scaled), and the search costs the same at any resolution. A single image is aligned with `align_face`
+(the identity encoder's input), searched at its own size.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import dlib
 import numpy as np
 
@@ -29,6 +34,16 @@ LANDMARKS_68_MODEL = "shape_predictor_68_face_landmarks.dat"
 FACE_PADDING = 0.4
 # Upsampling levels tried in order: 0 finds faces of 80 px and more, 1 finds faces down to 40 px.
 UPSAMPLE_LEVELS = (0, 1)
+# `track_face` searches frames resized to this shorter side: faces of 1/4 of it and more are found at
+# upsampling 0 (about 9 ms a frame on one core), of 1/8 and more at upsampling 1.
+DETECTION_SIDE = 320
+# Once found, the face is searched first in a window `TRACK_WINDOW` box sides wide around its last box,
+# resized so that box is `TRACK_BOX_SIDE` pixels (its HOG face then about 90 px), whatever the frame's size.
+TRACK_WINDOW = 1.25
+TRACK_BOX_SIDE = 150
+# dlib's frontal face detector (`get_frontal_face_detector`) saved in its binary form: it loads in a
+# millisecond where dlib's built-in text copy takes one to two seconds to parse.
+HOG_DETECTOR_FILE = Path(__file__).with_name("frontal_face_hog.svm")
 
 
 class FaceNotFoundError(DatasetError):
@@ -43,12 +58,6 @@ class FaceBox:
     center_y: float
     side: float
     angle: float = 0.0
-
-    def chip_details(self, size: int) -> dlib.chip_details:
-        """dlib's description of this box resampled to a `size`×`size` chip."""
-        half = self.side / 2
-        rect = dlib.drectangle(self.center_x - half, self.center_y - half, self.center_x + half, self.center_y + half)
-        return dlib.chip_details(rect, dlib.chip_dims(size, size), self.angle)
 
     def to_box_coordinates(self, points: np.ndarray) -> np.ndarray:
         """Image points (N×2, x y) → offsets from the centre along the box's own (rotated) axes, in pixels."""
@@ -93,6 +102,8 @@ def model_path(name: str) -> Path:
 
 @functools.cache
 def _detector() -> dlib.fhog_object_detector:
+    if HOG_DETECTOR_FILE.is_file():
+        return dlib.fhog_object_detector(str(HOG_DETECTOR_FILE))
     return dlib.get_frontal_face_detector()
 
 
@@ -126,23 +137,75 @@ def _aligned_box(image: np.ndarray, rect: dlib.rectangle, padding: float) -> Fac
     return FaceBox(center_x, center_y, side, details.angle)
 
 
-def _detections(image: np.ndarray) -> list[tuple[dlib.rectangle, float]]:
-    """dlib's HOG detections (rectangle, score) of an RGB uint8 image at the first of `UPSAMPLE_LEVELS` that
-    finds a face; empty if none does."""
+def _resized(image: np.ndarray, scale: float) -> tuple[np.ndarray, float, float]:
+    """(`image` resized by about `scale`: area-averaged down, bilinear up; the exact x and y scales)."""
+    if scale == 1.0:
+        return image, 1.0, 1.0
+    height, width = image.shape[:2]
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resized = cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    return resized, size[0] / width, size[1] / height
+
+
+def _mapped_back(rect: dlib.rectangle, scale_x: float, scale_y: float, left: int = 0, top: int = 0) -> dlib.rectangle:
+    """`rect` found in a region (at `left`, `top`) resized by `scale_x`, `scale_y`, in the image's pixels."""
+
+    def back(value: int, scale: float, offset: int) -> int:
+        return round((value + 0.5) / scale - 0.5) + offset
+
+    return dlib.rectangle(back(rect.left(), scale_x, left), back(rect.top(), scale_y, top),
+                          back(rect.right(), scale_x, left), back(rect.bottom(), scale_y, top))
+
+
+def _detections(image: np.ndarray, search_side: int | None = None) -> list[tuple[dlib.rectangle, float]]:
+    """dlib's HOG detections (rectangle in `image`'s pixels, score) of an RGB uint8 image at the first of
+    `UPSAMPLE_LEVELS` that finds a face; empty if none does. With `search_side` the image is searched
+    resized so its shorter side is that many pixels."""
+    scale = 1.0 if search_side is None else search_side / min(image.shape[:2])
+    searched, scale_x, scale_y = _resized(image, scale)
     for upsample in UPSAMPLE_LEVELS:
-        rects, scores, _ = _detector().run(image, upsample)
+        rects, scores, _ = _detector().run(searched, upsample)
         if len(rects):
-            return [(rect, float(score)) for rect, score in zip(rects, scores)]
+            return [(_mapped_back(rect, scale_x, scale_y), float(score)) for rect, score in zip(rects, scores)]
     return []
 
 
-def detect_faces(image: np.ndarray, padding: float = FACE_PADDING) -> list[tuple[FaceBox, float]]:
+def _face_near(image: np.ndarray, near: FaceBox, padding: float) -> FaceBox | None:
+    """The face closest to `near` found in a window of `TRACK_WINDOW` box sides around it, resized so the
+    box is `TRACK_BOX_SIDE` pixels (a face of the same size is then found at upsampling 0); None if none."""
+    height, width = image.shape[:2]
+    half = near.side * TRACK_WINDOW / 2
+    left, top = max(0, math.floor(near.center_x - half)), max(0, math.floor(near.center_y - half))
+    right, bottom = min(width, math.ceil(near.center_x + half)), min(height, math.ceil(near.center_y + half))
+    if right - left < 2 or bottom - top < 2:
+        return None
+    window, scale_x, scale_y = _resized(image[top:bottom, left:right], TRACK_BOX_SIDE / near.side)
+    rects = _detector()(np.ascontiguousarray(window), 0)
+    boxes = [_aligned_box(image, _mapped_back(rect, scale_x, scale_y, left, top), padding) for rect in rects]
+    return _closest(boxes, near)
+
+
+def _closest(boxes: list[FaceBox], near: FaceBox) -> FaceBox | None:
+    """The box of `boxes` closest to `near` within one side of it; None if there is none."""
+
+    def distance(box: FaceBox) -> float:
+        return math.hypot(box.center_x - near.center_x, box.center_y - near.center_y)
+
+    close = [box for box in boxes if distance(box) <= near.side]
+    return min(close, key=distance) if close else None
+
+
+def detect_faces(
+    image: np.ndarray, padding: float = FACE_PADDING, search_side: int | None = None
+) -> list[tuple[FaceBox, float]]:
     """All faces dlib's HOG detector finds, aligned by their 5 landmarks, with their scores (best first).
 
-    Tries each of `UPSAMPLE_LEVELS` in turn and stops at the first that finds a face.
+    Tries each of `UPSAMPLE_LEVELS` in turn and stops at the first that finds a face. With `search_side`
+    the image is searched resized so its shorter side is that many pixels; the landmarks are always placed
+    on `image` itself.
     """
     image = _as_rgb(image)
-    found = [(_aligned_box(image, rect, padding), score) for rect, score in _detections(image)]
+    found = [(_aligned_box(image, rect, padding), score) for rect, score in _detections(image, search_side)]
     return sorted(found, key=lambda item: -item[1])
 
 
@@ -157,17 +220,15 @@ def face_landmarks(image: np.ndarray) -> np.ndarray:
     raise FaceNotFoundError("no face found for the 68 landmarks", None, "pass an image with a frontal face")
 
 
-def detect_face(image: np.ndarray, near: FaceBox | None = None, padding: float = FACE_PADDING) -> FaceBox | None:
-    """The most confident face, or with `near` the face closest to it (within one box side); else None."""
-    faces = [box for box, _ in detect_faces(image, padding)]
+def detect_face(
+    image: np.ndarray, near: FaceBox | None = None, padding: float = FACE_PADDING, search_side: int | None = None
+) -> FaceBox | None:
+    """The most confident face, or with `near` the face closest to it (within one box side); else None.
+    `search_side` as for `detect_faces`."""
+    faces = [box for box, _ in detect_faces(image, padding, search_side)]
     if near is None:
         return faces[0] if faces else None
-
-    def distance(box: FaceBox) -> float:
-        return math.hypot(box.center_x - near.center_x, box.center_y - near.center_y)
-
-    close = [box for box in faces if distance(box) <= near.side]
-    return min(close, key=distance) if close else None
+    return _closest(faces, near)
 
 
 def align_face(image: np.ndarray, size: int = 150, padding: float = 0.25) -> np.ndarray:
@@ -185,15 +246,50 @@ def align_face(image: np.ndarray, size: int = 150, padding: float = 0.25) -> np.
 def crop(image: np.ndarray, box: FaceBox, size: int) -> np.ndarray:
     """Resample `box` of an RGB image to a `size`×`size` uint8 chip (outside the image is black).
 
-    A box k ≥ 2 times larger than the chip is first sampled at k×size and then averaged over k×k
-    blocks, so downscaling does not alias fine texture into the residuals.
+    dlib's chip geometry: the box's edges fall on the centres of the chip's outer pixels. Each chip pixel
+    is the mean of its footprint in the image: the box is sampled rotated, bilinearly, at one sample per
+    image pixel (a box over 3 image pixels per chip pixel is first block-averaged by a whole factor, to
+    1.5 to 3 samples per chip pixel), then area-averaged down to `size`. So downscaling does not alias
+    fine texture into the residuals and the chip of a face does not depend on the frame's resolution.
     """
-    factor = max(1, int(box.side // size))
-    chip = np.asarray(dlib.extract_image_chip(_as_rgb(image), box.chip_details(size * factor)))
-    if factor == 1:
-        return chip
-    blocks = chip.reshape(size, factor, size, factor, 3).mean(axis=(1, 3))
-    return np.rint(blocks).astype(np.uint8)
+    if size < 2:
+        raise ConfigError(f"crop size must be at least 2 pixels, got {size}")
+    image = _as_rgb(image)
+    extent = box.side * size / (size - 1)  # the footprint of the chip's pixels
+    factor = int(extent / (1.5 * size))
+    if factor >= 2:
+        image, box = _block_averaged(image, box, extent, factor)
+        extent /= factor
+    samples = max(size, round(extent))
+    step = extent / samples
+    cos, sin = math.cos(box.angle), math.sin(box.angle)
+    linear = np.array([[cos, -sin], [sin, cos]]) * step
+    start = (step - extent) / 2  # box coordinate of the first sample's centre, on both axes
+    offset = np.array([box.center_x, box.center_y]) + linear @ np.array([start, start]) / step
+    to_image = np.hstack([linear, offset[:, None]])
+    sampled = cv2.warpAffine(
+        image, to_image, (samples, samples), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_CONSTANT, borderValue=0,
+    )
+    if samples == size:
+        return sampled
+    return cv2.resize(sampled, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def _block_averaged(image: np.ndarray, box: FaceBox, extent: float, factor: int) -> tuple[np.ndarray, FaceBox]:
+    """(the part of `image` around `box`'s footprint, black outside the image, averaged over `factor`×`factor`
+    blocks; `box` in that reduced part's pixels)."""
+    reach = extent / math.sqrt(2) + factor  # half the footprint's diagonal, whatever its rotation
+    left, top = math.floor(box.center_x - reach), math.floor(box.center_y - reach)
+    span = math.ceil(2 * reach / factor) * factor
+    region = np.zeros((span, span, 3), np.uint8)
+    height, width = image.shape[:2]
+    x0, y0, x1, y1 = max(left, 0), max(top, 0), min(left + span, width), min(top + span, height)
+    if x0 < x1 and y0 < y1:
+        region[y0 - top : y1 - top, x0 - left : x1 - left] = image[y0:y1, x0:x1]
+    reduced = cv2.resize(region, (span // factor, span // factor), interpolation=cv2.INTER_AREA)
+    center_x, center_y = (box.center_x - left + 0.5) / factor - 0.5, (box.center_y - top + 0.5) / factor - 0.5
+    return reduced, FaceBox(center_x, center_y, box.side / factor, box.angle)
 
 
 def crop_frames(frames: Iterable[np.ndarray], box: FaceBox, size: int) -> Iterator[np.ndarray]:
@@ -216,27 +312,38 @@ def union_box(boxes: list[FaceBox]) -> FaceBox:
 
 
 def track_face(
-    frames: Iterable[np.ndarray], detect_every: int = 10, padding: float = FACE_PADDING
+    frames: Iterable[np.ndarray],
+    detect_every: int = 10,
+    padding: float = FACE_PADDING,
+    search_side: int | None = DETECTION_SIDE,
 ) -> FaceTrack | None:
     """Detect the face every `detect_every` frames (and on the last) and return the clip's fixed crop box.
 
     Until a face is first found, every frame is tried. Later detections keep only the face near the
-    previous one. Returns None when no frame shows a face.
+    previous one, searched first in a window around it (`TRACK_WINDOW`), then in the whole frame. Frames
+    are searched resized to `search_side` (None: at their own size, and no window). Returns None when no
+    frame shows a face.
     """
     if detect_every < 1:
         raise ConfigError(f"detect_every must be at least 1, got {detect_every}")
     detections: list[tuple[int, FaceBox]] = []
     last_frame, last_index, last_checked = None, -1, -1
+
+    def detect(frame: np.ndarray) -> FaceBox | None:
+        near = detections[-1][1] if detections else None
+        tracked = None if near is None or search_side is None else _face_near(_as_rgb(frame), near, padding)
+        return tracked or detect_face(frame, near, padding, search_side)
+
     for index, frame in enumerate(frames):
         last_frame, last_index = frame, index
         if detections and index - last_checked < detect_every:
             continue
         last_checked = index
-        box = detect_face(frame, near=detections[-1][1] if detections else None, padding=padding)
+        box = detect(frame)
         if box is not None:
             detections.append((index, box))
     if detections and last_checked != last_index and last_frame is not None:
-        box = detect_face(last_frame, near=detections[-1][1], padding=padding)
+        box = detect(last_frame)
         if box is not None:
             detections.append((last_index, box))
     if not detections:

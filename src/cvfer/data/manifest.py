@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,16 +87,29 @@ def read_manifest(root: str | Path) -> Manifest:
     try:
         info = json.loads(info_path.read_text(encoding="utf-8"))
         classes = list(info.pop("classes"))
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, KeyError, TypeError) as error:
         raise DatasetError(f"malformed ({error})", info_path) from None
+    try:
+        text = manifest_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise DatasetError(f"is not UTF-8 text ({error})", manifest_path, "save it as UTF-8 CSV") from None
     clips = []
     first_line: dict[str, int] = {}
-    with manifest_path.open(newline="", encoding="utf-8") as handle:
+    with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         missing = set(MANIFEST_COLUMNS) - set(reader.fieldnames or ())
         if missing:
             raise DatasetError(f"missing columns {sorted(missing)}", manifest_path)
         for line, row in enumerate(reader, start=2):
+            if None in row or None in row.values():  # DictReader's marks of a row with more or fewer fields
+                extra = row.get(None) or []
+                fields = len(reader.fieldnames) + len(extra) if extra else sum(value is not None for value in row.values())
+                raise DatasetError(
+                    f"line {line}: has {fields} fields, the header {len(reader.fieldnames)} (a half-written or "
+                    "hand-edited row)",
+                    manifest_path,
+                    "re-prepare the dataset, or complete the row",
+                )
             try:
                 clip = ClipRecord(
                     path=row["path"],
@@ -126,4 +140,8 @@ def read_manifest(root: str | Path) -> Manifest:
             clips.append(clip)
     if not clips:
         raise DatasetError("has no clips", manifest_path)
+    if not text.endswith("\n"):
+        warnings.warn(
+            f"{manifest_path}: does not end with a newline, so its last row (line {line}) may be cut short", stacklevel=2
+        )
     return Manifest(root=root, clips=clips, classes=classes, meta=info)

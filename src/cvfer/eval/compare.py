@@ -10,6 +10,7 @@ A model that fails is recorded with its error (traceback in `OUT/<model>/error.t
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import math
 import traceback
@@ -25,7 +26,7 @@ from cvfer.errors import ConfigError, CvferError
 from cvfer.eval.metrics import paired_difference
 from cvfer.eval.protocol import checked_fold_count, run_cv
 from cvfer.io import atomic_write_json, atomic_write_text, check_output_folder
-from cvfer.runs import COMPARE_JSON, COMPARE_MD, ERROR_TXT, MODEL_PT, fold_dir, model_run_dir
+from cvfer.runs import COMPARE_JSON, COMPARE_MD, ERROR_TXT, MODEL_PT, PREDICTIONS_CSV, fold_dir, model_run_dir
 from cvfer.train.config import TrainConfig, build_config, split_assignment
 
 _SET_FIX = "e.g. --set tfen:model.alpha=1"
@@ -43,6 +44,7 @@ class ModelComparison:
     fold_scores: dict[str, list[float]] | None = None  # `CVResult.fold_scores()`, for paired comparisons
     timing: dict[str, Any] | None = None  # `cvfer.eval.bench.ModelTiming` as a dict
     error: str | None = None
+    fold_test_clips: list[int] | None = None  # test clips of each fold, for the confidence interval
 
 
 @dataclass
@@ -162,6 +164,7 @@ def run_compare(
             row.train_config = config.to_dict()
             cv_result = run_cv(data_dir, config, run_dir, num_folds=folds, seed=config.seed, mine_steps=mine_steps)
             row.summary, row.fold_scores = cv_result.summary(), cv_result.fold_scores()
+            row.fold_test_clips = [fold.num_samples for fold in cv_result.folds]
         except Exception as error:  # a failing model is reported in its row; the others still run
             _record_error(row, run_dir, error)
     trained = [row for row in rows if row.error is None]
@@ -211,8 +214,48 @@ def _mean_cell(summary: dict[str, dict[str, float]] | None, key: str, scale: flo
 
 
 def _mean_std_cell(summary: dict[str, dict[str, float]] | None, key: str, scale: float = 100.0, digits: int = 1) -> str:
+    """Mean ± std over folds; the mean alone from a single fold (a std of one value says nothing)."""
     mean = _mean_cell(summary, key, scale, digits)
-    return mean if mean == "–" else f"{mean} ± {scale * summary[key]['std']:.{digits}f}"  # type: ignore[index]
+    if mean == "–" or summary[key].get("folds", 2) < 2:  # type: ignore[index]
+        return mean
+    return f"{mean} ± {scale * summary[key]['std']:.{digits}f}"  # type: ignore[index]
+
+
+CONFIDENCE = 0.95
+
+
+def accuracy_interval(fold_accuracies: Sequence[float], fold_sizes: Sequence[int]) -> tuple[float, float]:
+    """A 95 % confidence interval of an accuracy: from one fold, the Wilson score interval of its correct
+    test clips (a binomial over `fold_sizes[0]` clips); from several, the Student-t interval of the mean of
+    the fold accuracies (it sees how much folds differ). (nan, nan) without a finite accuracy."""
+    from scipy import stats
+
+    pairs = [(float(value), int(size)) for value, size in zip(fold_accuracies, fold_sizes) if not math.isnan(value)]
+    if not pairs or any(size < 1 for _, size in pairs):
+        return math.nan, math.nan
+    if len(pairs) == 1:
+        accuracy, size = pairs[0]
+        interval = stats.binomtest(round(accuracy * size), size).proportion_ci(CONFIDENCE, method="wilson")
+        return float(interval.low), float(interval.high)
+    values = np.array([value for value, _ in pairs])
+    half_width = stats.t.ppf(0.5 + CONFIDENCE / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
+    return max(0.0, float(values.mean() - half_width)), min(1.0, float(values.mean() + half_width))
+
+
+def _interval_cell(row: ModelComparison) -> str:
+    """The WAR's 95 % interval in percent, "–" without scores."""
+    if row.fold_scores is None or row.fold_test_clips is None:
+        return "–"
+    low, high = accuracy_interval(row.fold_scores["war"], row.fold_test_clips)
+    return "–" if math.isnan(low) else f"[{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def _folds_cell(row: ModelComparison) -> str:
+    """"folds × test clips per fold" (the range of clips where folds differ)."""
+    if not row.fold_test_clips:
+        return "–"
+    fewest, most = min(row.fold_test_clips), max(row.fold_test_clips)
+    return f"{len(row.fold_test_clips)} × {fewest if fewest == most else f'{fewest}–{most}'}"
 
 
 def _identity_auc_cell(summary: dict[str, dict[str, float]] | None) -> str:
@@ -233,9 +276,9 @@ def _mutual_information_cell(summary: dict[str, dict[str, float]] | None) -> str
 def comparison_table(result: ComparisonResult) -> str:
     """The markdown table: one row per model, "failed" in the rows of models that failed."""
     lines = [
-        "| model | WAR (%) | UAR (%) | identity from z_E (%) | identity chance (%) | identity AUC (z_E) "
-        "| MI(z_E; z_I) (nats) | params (M) | GMACs/clip | fps |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | WAR (%) | WAR 95% CI | folds × test clips | UAR (%) | identity from z_E (%) | identity chance (%) "
+        "| identity AUC (z_E) | MI(z_E; z_I) (nats) | params (M) | GMACs/clip | fps |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result.models:
         timing = row.timing
@@ -251,6 +294,8 @@ def comparison_table(result: ComparisonResult) -> str:
         name = row.name if row.error is None else f"{row.name} (failed, see notes)"
         accuracy = [
             _mean_std_cell(row.summary, "war"),
+            _interval_cell(row),
+            _folds_cell(row),
             _mean_std_cell(row.summary, "uar"),
             _mean_std_cell(row.summary, "identity_probe_accuracy"),
             _mean_cell(row.summary, "identity_probe_chance"),
@@ -297,6 +342,40 @@ def paired_section(result: ComparisonResult) -> list[str]:
     return lines
 
 
+def _clip_correctness(run_dir: str | Path) -> dict[str, bool]:
+    """Fold 0's test clips of a run → whether the model got each one right (from its predictions.csv)."""
+    with (fold_dir(run_dir, 0) / PREDICTIONS_CSV).open(newline="", encoding="utf-8") as handle:
+        return {row["path"]: row["label"] == row["pred"] for row in csv.DictReader(handle)}
+
+
+def clip_paired_section(result: ComparisonResult) -> list[str]:
+    """compare.md lines comparing every model with the first one clip by clip on a single fold's test clips
+    (exact McNemar test); none with several folds (`paired_section` then) or fewer than two models."""
+    from scipy import stats
+
+    scored = [row for row in result.models if row.error is None and row.fold_scores is not None]
+    if result.folds != 1 or len(scored) < 2:
+        return []
+    reference = _clip_correctness(scored[0].run_dir)
+    lines = [
+        "",
+        f"Paired on fold 0's {len(reference)} test clips, each model − `{scored[0].name}` (exact McNemar test):",
+        "",
+        f"| model | Δ WAR (points) | clips only it gets right / only `{scored[0].name}` does | McNemar p |",
+        "|---|---|---|---|",
+    ]
+    for row in scored[1:]:
+        other = _clip_correctness(row.run_dir)
+        shared = sorted(set(reference) & set(other))
+        only_other = sum(other[clip] and not reference[clip] for clip in shared)
+        only_reference = sum(reference[clip] and not other[clip] for clip in shared)
+        discordant = only_other + only_reference
+        p_value = stats.binomtest(only_other, discordant).pvalue if discordant else 1.0
+        delta = 100 * (only_other - only_reference) / max(len(shared), 1)
+        lines.append(f"| {row.name} | {delta:+.1f} | {only_other} / {only_reference} | {p_value:.2f} |")
+    return lines
+
+
 def comparison_markdown(result: ComparisonResult) -> str:
     """compare.md: a title, the table, then notes on the protocol, each model's settings and any errors."""
     from cvfer.models.registry import builder_accepts
@@ -309,7 +388,16 @@ def comparison_markdown(result: ComparisonResult) -> str:
         "",
         "Notes:",
         f"- Subject-independent cross-validation, folds 0..{result.folds - 1} of splits.json; WAR, UAR and the "
-        "identity probe are mean ± std over folds (docs/compare.md).",
+        "identity probe are mean ± std over folds (the value alone from one fold) (docs/compare.md).",
+        "- WAR 95% CI: "
+        + (
+            "Wilson score interval of the fold's correct test clips"
+            if result.folds == 1
+            else f"Student-t interval of the mean over the {result.folds} folds"
+        )
+        + ": how far WAR could move on another draw of test subjects and clips. A difference between two models "
+        "well inside these widths is not shown by this run; the paired table below tests it "
+        + ("clip by clip." if result.folds == 1 else "fold by fold."),
         "- Identity from z_E: linear-probe subject accuracy on each fold's expression features, held-out half of "
         "each subject's clips; chance = 1 / number of test subjects; – where too few clips per subject. Identity "
         "AUC (z_E): same- vs different-subject ROC-AUC of the cosine similarity of the test clips' z_E (unseen "
@@ -334,7 +422,7 @@ def comparison_markdown(result: ComparisonResult) -> str:
                 + (f"; model options: {model_cfg}" if model_cfg else "")
                 + "."
             )
-    lines += paired_section(result)
+    lines += paired_section(result) + clip_paired_section(result)
     failed = [row for row in result.models if row.error is not None]
     if failed:
         lines += ["", "Errors:"]

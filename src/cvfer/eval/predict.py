@@ -1,10 +1,14 @@
 """`load_model(model.pt) -> Predictor`: expressions of videos of any format PyAV reads, or image folders.
 
-A file that is not already an MPEG-4 Part 2 clip of the checkpoint's frame size (or any input when the
-checkpoint was trained on face crops) is first turned into one: its frames are cropped (to the tracked
-face, or the largest centred square) to `image_size` and encoded in the MIC format, in a temporary folder
-or a cache folder. The clip is then read by the one-clip loader that fed training (`cvfer.data.clip`), so
-the inputs are exactly what the model was trained on.
+An MPEG-4 Part 2 file of the checkpoint's frame size is taken as a prepared clip and read as it is (one
+GOP, no B frames, else it is re-encoded); a face-crop checkpoint does not search it for a face again. Any
+other input is first turned into one, the way `cvfer prepare` made the training clips: its frames are
+decoded once (kept in memory up to `FRAME_MEMORY_BYTES`, else decoded a second time), the face is tracked
+(`cvfer.data.faces.track_face`: detected on the first frame and every 10th, searched at 320 px) or the
+largest centred square taken, every frame is cropped to `image_size` with that one box and encoded in the
+MIC format, in a temporary folder or a cache folder. The clip is then read by the one-clip loader that fed
+training (`cvfer.data.clip`), so the inputs are exactly what the model was trained on. Each `Prediction`
+carries the seconds of every stage (`STAGES`).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import pickletools
 import tempfile
 import time
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,14 +27,25 @@ import numpy as np
 import torch
 
 from cvfer import codec
+from cvfer.data import faces
 from cvfer.data.clip import ClipSpec, load_clip, stack_input
-from cvfer.data.manifest import ClipRecord
 from cvfer.errors import CheckpointError, CompressedVideoError, CvferError
 from cvfer.io import broken_link, check_output_folder
 from cvfer.runs import CHECKPOINT_PT, MODEL_PT, load_inference_model
 
-CACHED_CLIP = "clips/clip.mp4"  # where `encode_clip` (prepare_clip with key "clip") writes
+CACHED_CLIP = "clips/clip.mp4"  # where a re-encoded clip lies in its `--cache-dir` entry
+# Part of the cache key: raise it when the re-encoded clip of the same input changes (2: area-averaged
+# crop, face searched at `faces.DETECTION_SIDE`).
+ENCODING_VERSION = 2
 TRAINING_CHECKPOINT_KEYS = ("optimizers", "schedulers", "rng", "history")  # in checkpoint.pt, not in model.pt
+# Decoded frames kept between finding the face box and cropping (e.g. 4 s of 1080p at 30 fps); a longer
+# clip is decoded a second time instead.
+FRAME_MEMORY_BYTES = 768 * 2**20
+DEFAULT_FPS = 25.0  # given to image folders (and videos whose header states no rate), as `cvfer prepare` does
+# Seconds of each stage in `Prediction.timing`: demux + decode of the input; face detection and tracking;
+# crop + MPEG-4 encode; reading the model's inputs from the MIC clip (residuals, vectors, frames); the
+# forward pass. `prepare_s` is all but the last, `total_s` all.
+STAGES = ("decode_s", "detect_s", "crop_encode_s", "read_s", "forward_s")
 
 
 @dataclass
@@ -53,20 +68,91 @@ def _image_files(folder: Path) -> tuple[Path, ...]:
     return image_files(folder)
 
 
-def encode_clip(source: Path, work_dir: Path, size: int, face_crop: bool) -> ClipRecord:
-    """Crop `source` (video or image folder) to the face or its centred square, resize to `size` and write it
-    in the MIC format as `work_dir/clips/<name>.mp4`, exactly as `cvfer prepare` prepares a dataset's clips."""
-    from cvfer.data.datasets.common import SourceClip
-    from cvfer.data.datasets.prepare import CropSettings, Skipped, prepare_clip
+def _timed(items: Iterable[np.ndarray], timing: dict[str, float], key: str) -> Iterator[np.ndarray]:
+    """`items`, adding the seconds spent producing each one to `timing[key]`."""
+    iterator = iter(items)
+    while True:
+        start = time.perf_counter()
+        item = next(iterator, None)
+        timing[key] = timing.get(key, 0.0) + time.perf_counter() - start
+        if item is None:
+            return
+        yield item
 
-    frames: Path | tuple[Path, ...] = _image_files(source) if source.is_dir() else source
-    if source.is_dir() and not frames:
+
+class _TwoPassFrames:
+    """A clip's frames for two passes (find the face box, then crop): decoded once and kept while they fit in
+    `FRAME_MEMORY_BYTES`, else decoded again for the second pass. Decoding time goes to `timing["decode_s"]`."""
+
+    def __init__(self, read: Callable[[], Iterator[np.ndarray]], timing: dict[str, float]):
+        self.read = read
+        self.timing = timing
+        self.kept: list[np.ndarray] | None = []
+
+    def first_pass(self) -> Iterator[np.ndarray]:
+        """Every frame, keeping them for `second_pass` while they fit."""
+        kept_bytes = 0
+        for frame in _timed(self.read(), self.timing, "decode_s"):
+            if self.kept is not None:
+                kept_bytes += frame.nbytes
+                self.kept.append(frame)
+                if kept_bytes > FRAME_MEMORY_BYTES:
+                    self.kept = None
+            yield frame
+
+    def second_pass(self) -> Iterator[np.ndarray]:
+        """Every frame again: the kept ones, or decoded anew."""
+        if self.kept is not None:
+            return iter(self.kept)
+        return _timed(self.read(), self.timing, "decode_s")
+
+
+def _source_frames(source: Path) -> tuple[Callable[[], Iterator[np.ndarray]], float]:
+    """(a fresh iterator over the RGB frames of a video or image folder on each call, its frame rate)."""
+    if not source.is_dir():
+        return (lambda: codec.iter_frames(source)), codec.read_header(source).fps or DEFAULT_FPS
+    files = _image_files(source)
+    if not files:
         raise CompressedVideoError("folder holds no images", source, "pass a video or a folder of PNG/JPEG frames")
-    clip = SourceClip(key="clip", frames=frames, subject="unknown", label="unknown", apex="last", source=str(source))
-    outcome = prepare_clip(clip, work_dir, "predict", CropSettings(size=size, crop_faces=face_crop))
-    if isinstance(outcome, Skipped):
-        raise CompressedVideoError(outcome.reason, source, "pass a readable video (or image folder) showing a face")
-    return outcome
+    return (lambda: (codec.read_image(file) for file in files)), DEFAULT_FPS
+
+
+def _centre_cropped(frames: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    """Every frame cropped to the largest centred square of the first one, resized to `size`."""
+    box = None
+    for frame in frames:
+        box = box or faces.center_box(*frame.shape[:2])
+        yield faces.crop(frame, box, size)
+
+
+def encode_clip(
+    source: Path, destination: Path, size: int, face_crop: bool, timing: dict[str, float] | None = None
+) -> Path:
+    """Crop `source` (video or image folder) to the tracked face or its centred square, resize to `size` and
+    write it in the MIC format at `destination`, as `cvfer prepare` prepares a dataset's clip (same
+    `faces.track_face` defaults and crop). Adds the seconds of each stage to `timing` (`STAGES`)."""
+    timing = {} if timing is None else timing
+    try:
+        read, fps = _source_frames(source)
+        if face_crop:
+            frames = _TwoPassFrames(read, timing)
+            start, decoded = time.perf_counter(), timing.get("decode_s", 0.0)
+            track = faces.track_face(frames.first_pass())
+            timing["detect_s"] = time.perf_counter() - start - (timing.get("decode_s", 0.0) - decoded)
+            if track is None:
+                fix = "pass a clip showing a frontal face"
+                raise faces.FaceNotFoundError("no face found in any checked frame", source, fix)
+            cropped = faces.crop_frames(frames.second_pass(), track.clip_box, size)
+        else:
+            cropped = _centre_cropped(_timed(read(), timing, "decode_s"), size)
+        start, decoded = time.perf_counter(), timing.get("decode_s", 0.0)
+        codec.write_video(destination, cropped, fps=fps)
+        timing["crop_encode_s"] = time.perf_counter() - start - (timing.get("decode_s", 0.0) - decoded)
+    except (OSError, ValueError) as error:
+        raise CompressedVideoError(
+            f"cannot be re-encoded ({type(error).__name__}: {error})", source, "pass a readable video or image folder"
+        ) from None
+    return destination
 
 
 class Predictor:
@@ -86,42 +172,48 @@ class Predictor:
         """The batch keys the test-time model reads."""
         return self.spec.inputs
 
-    def _needs_encoding(self, path: Path) -> bool:
-        if path.is_dir() or self.face_crop:
-            return True
+    def is_prepared_clip(self, path: Path) -> bool:
+        """Whether `path` looks like a clip `cvfer prepare` made for this model (an MPEG-4 Part 2 file of its
+        frame size, judged from the header): such a clip is read as it is, with no face search."""
+        if path.is_dir():
+            return False
         header = codec.read_header(path)
-        return header.codec != "mpeg4" or header.size != (self.image_size, self.image_size)
+        return header.codec == "mpeg4" and header.size == (self.image_size, self.image_size)
 
-    def _encoded(self, path: Path, work_dir: Path, cache_dir: Path | None) -> Path:
+    def _encoded(self, path: Path, work_dir: Path, cache_dir: Path | None, timing: dict[str, float]) -> Path:
         """The MIC-format clip made from `path` (in `work_dir`, or in `cache_dir` when given)."""
         if cache_dir is None:
-            return work_dir / encode_clip(path, work_dir, self.image_size, self.face_crop).path
-        digest = hashlib.sha256(f"{self.image_size}:{self.face_crop}".encode())
+            return encode_clip(path, work_dir / "clip.mp4", self.image_size, self.face_crop, timing)
+        digest = hashlib.sha256(f"{ENCODING_VERSION}:{self.image_size}:{self.face_crop}".encode())
         for file in _image_files(path) if path.is_dir() else (path,):
             digest.update(file.read_bytes())
-        cached = cache_dir / digest.hexdigest()[:32]
-        if not (cached / CACHED_CLIP).is_file():
-            encode_clip(path, cached, self.image_size, self.face_crop)
-        return cached / CACHED_CLIP
+        cached = cache_dir / digest.hexdigest()[:32] / CACHED_CLIP
+        if not cached.is_file():
+            encode_clip(path, cached, self.image_size, self.face_crop, timing)
+        return cached
 
-    def _load(self, clip: Path) -> dict[str, torch.Tensor]:
+    def _load(self, clip: Path, timing: dict[str, float]) -> dict[str, torch.Tensor]:
         """The clip's model inputs (no batch dimension), read by the loader training uses (`load_clip`)."""
+        start = time.perf_counter()
         arrays = load_clip(clip, self.spec)
-        return {key: stack_input(key, [arrays])[0] for key in self.inputs}
+        inputs = {key: stack_input(key, [arrays])[0] for key in self.inputs}
+        timing["read_s"] = time.perf_counter() - start
+        return inputs
 
-    def prepare(self, path: str | Path, cache_dir: str | Path | None = None) -> dict[str, torch.Tensor]:
-        """Model inputs of one video or image folder: re-encode / crop if needed, then extract."""
-        path = Path(path)
+    def _prepare(self, path: Path, cache_dir: Path | None, timing: dict[str, float]) -> dict[str, torch.Tensor]:
         if not path.exists():
             raise CompressedVideoError(broken_link(path) or "file not found", path, "check the path")
-        cache = None if cache_dir is None else Path(cache_dir)
-        if not self._needs_encoding(path):
+        if self.is_prepared_clip(path):
             try:
-                return self._load(path)
+                return self._load(path, timing)
             except CvferError:
                 pass  # e.g. B frames or several I frames: re-encode below
         with tempfile.TemporaryDirectory(prefix="cvfer-predict-") as work_dir:
-            return self._load(self._encoded(path, Path(work_dir), cache))
+            return self._load(self._encoded(path, Path(work_dir), cache_dir, timing), timing)
+
+    def prepare(self, path: str | Path, cache_dir: str | Path | None = None) -> dict[str, torch.Tensor]:
+        """Model inputs of one video or image folder: re-encode / crop if needed, then extract."""
+        return self._prepare(Path(path), None if cache_dir is None else Path(cache_dir), {})
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Class probabilities (B, C) of a batch of inputs."""
@@ -131,17 +223,20 @@ class Predictor:
         return torch.softmax(logits.float(), dim=1)
 
     def predict(self, path: str | Path, cache_dir: str | Path | None = None) -> Prediction:
-        """Expression of one video (or image folder) with all class probabilities and timings."""
+        """Expression of one video (or image folder) with all class probabilities and the seconds of each stage
+        (`STAGES`, 0 for a stage skipped, plus `prepare_s` and `total_s`)."""
+        timing = dict.fromkeys(STAGES, 0.0)
         start = time.perf_counter()
-        item = self.prepare(path, cache_dir)
+        item = self._prepare(Path(path), None if cache_dir is None else Path(cache_dir), timing)
         prepared = time.perf_counter()
         probabilities = self.forward({key: value[None] for key, value in item.items()})[0].numpy()
         done = time.perf_counter()
+        timing.update(forward_s=done - prepared, prepare_s=prepared - start, total_s=done - start)
         return Prediction(
             path=Path(path),
             label=self.classes[int(np.argmax(probabilities))],
             probabilities={name: float(value) for name, value in zip(self.classes, probabilities)},
-            timing={"prepare_s": prepared - start, "forward_s": done - prepared, "total_s": done - start},
+            timing=timing,
         )
 
     def predict_clips(
@@ -262,18 +357,29 @@ def expand_paths(paths: Sequence[str | Path]) -> tuple[list[Path], list[tuple[Pa
 
 
 def predict_paths(
-    predictor: Predictor, paths: Sequence[str | Path], cache_dir: str | Path | None = None
+    predictor: Predictor,
+    paths: Sequence[str | Path],
+    cache_dir: str | Path | None = None,
+    *,
+    workers: int | str = 1,
+    cluster: str | None = None,
 ) -> tuple[list[Prediction], list[tuple[Path, str]]]:
     """Predict every clip of `expand_paths(paths)`; what is skipped, and a clip that fails, is listed with its
-    reason and the rest still run. `ConfigError` up front if `cache_dir` is not a writable folder."""
-    from tqdm import tqdm
+    reason and the rest still run. `workers` > 1 predicts in that many single-threaded processes ("auto":
+    every CPU when the clips after the first are worth it), `cluster` ("local" or a Dask scheduler address)
+    on a Dask cluster (`cvfer.cluster.map_files`); the predictions are the same in every case.
+    `ConfigError` up front if `cache_dir` is not a writable folder."""
+    import functools
+
+    from cvfer.cluster import TaskError, map_files
 
     cache = None if cache_dir is None else check_output_folder(cache_dir, "--cache-dir")
-    predictions: list[Prediction] = []
     items, failures = expand_paths(paths)
-    for path in tqdm(items, desc="predict", unit="clip", disable=len(items) < 2):
-        try:
-            predictions.append(predictor.predict(path, cache))
-        except CvferError as error:
-            failures.append((path, error.problem + (f" ({error.fix})" if error.fix else "")))
+    predict_one = functools.partial(predictor.predict, cache_dir=cache)
+    predictions: list[Prediction] = []
+    for outcome in map_files(predict_one, items, workers=workers, cluster=cluster, desc="predict", unit="clip"):
+        if isinstance(outcome, TaskError):
+            failures.append((outcome.item, outcome.reason))
+        else:
+            predictions.append(outcome)
     return predictions, failures

@@ -5,8 +5,8 @@ per clip, so no model checkpoint ever contains one.
 - `SyntheticIdentityEncoder`: a trained `IdentityNet` (a small CNN cvfer trains on synthetic identities,
   `cvfer.train.identity`), a stand-in for FaceNet on the synthetic data.
 - `SEResNetIdentityNet`: the SE-ResNet-18 recogniser TFEN cuts its F from.
-- `load_identity_encoder("dlib" | path)`. Training, the weights cache and "synthetic" live in
-  `cvfer.train.identity`; verification metrics in `cvfer.eval.probes`.
+- `load_identity_encoder("dlib" | path)`. Training, the shipped weights (`cvfer/weights/`) and "synthetic" live
+  in `cvfer.train.identity`; verification metrics in `cvfer.eval.probes`.
 """
 
 from __future__ import annotations
@@ -174,8 +174,8 @@ class SyntheticIdentityEncoder(IdentityEncoder):
         checkpoint = load_torch_file(
             path,
             "identity encoder checkpoint",
-            missing_fix="train one or pass 'synthetic'",
-            unreadable_fix="delete it and retrain",
+            missing_fix="check the path, or pass 'synthetic' for the recogniser cvfer ships",
+            unreadable_fix="delete it and write it again (`cvfer weights retrain --out DIR`)",
         )
         if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointError(
@@ -189,7 +189,9 @@ class SyntheticIdentityEncoder(IdentityEncoder):
         except RuntimeError as error:
             problem = str(error).splitlines()[0]
             raise CheckpointError(
-                f"weights do not fit this cvfer's IdentityNet ({problem})", path, "delete it and retrain"
+                f"weights do not fit this cvfer's IdentityNet ({problem})",
+                path,
+                "write it again with `cvfer weights retrain --out DIR`",
             ) from None
         return cls(network)
 
@@ -215,7 +217,7 @@ def load_identity_encoder(spec: str | Path) -> IdentityEncoder:
         return DlibIdentityEncoder()
     if str(spec) == "synthetic":
         raise ConfigError(
-            "identity encoder 'synthetic' names weights cvfer trains on first use, and models train nothing",
+            "identity encoder 'synthetic' names cvfer's shipped recogniser, which only the trainer finds",
             fix="resolve it first: cvfer.train.identity.resolve_identity_weights('synthetic')",
         )
     path = Path(spec)

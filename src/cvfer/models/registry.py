@@ -107,6 +107,25 @@ def compare_preset(name: str) -> str | None:
     return _COMPARE_PRESETS.get(_family(name) or "")
 
 
+# The square input (pixels) each system's paper feeds its network, by system (one of its models names it);
+# None: the clip as stored (MIC reads the prepared clip's residuals at their size). `cvfer bench` times at it.
+NATIVE_INPUT_SIZES: dict[str, int | None] = {
+    "mic": None,
+    "cnn-lstm": 224,  # an ImageNet ResNet-18 per frame, as FAN+ResNet18 in MIC's Tables 1, 4
+    "tfen": 224,  # paper 003 §4.2: the 224×224 centre crop of the 244×244 face at test time
+    "ceflnet": 224,  # paper 004 §4.1: each face resized to 224×224
+}
+
+
+def native_input_size(name: str) -> int | None:
+    """The input size (pixels) registered model `name`'s system is run at in its paper; None: the stored size."""
+    _builder(name)  # ConfigError for an unknown name
+    for system, size in NATIVE_INPUT_SIZES.items():
+        if same_family(name, system):
+            return size
+    raise ConfigError(f"no native input size for model {name!r}", fix="add its system to registry.NATIVE_INPUT_SIZES")
+
+
 def create_model(name: str, **cfg: Any) -> Any:
     """Build the registered model `name` with keyword configuration `cfg`."""
     return _builder(name)(**cfg)

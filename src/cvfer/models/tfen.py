@@ -299,7 +299,7 @@ def _read_state_dict(face_weights: str | Path | Mapping[str, Tensor]) -> Mapping
         return face_weights
     if str(face_weights) == "synthetic":
         raise ConfigError(
-            "face_weights='synthetic' names a recogniser cvfer trains on first use, and models train nothing",
+            "face_weights='synthetic' names the recogniser cvfer ships, which only the trainer finds",
             fix="resolve it first: cvfer.train.identity.resolve_identity_weights('synthetic', 'tfen-face')",
         )
     path = Path(face_weights)

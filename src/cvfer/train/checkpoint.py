@@ -65,14 +65,18 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a training checkpoint; `CheckpointError` if missing, unreadable or not one of ours."""
+    """Read a training checkpoint; `CheckpointError` if missing, damaged (checksum mismatch), unreadable or
+    not one of ours."""
     path = Path(path)
     checkpoint = load_torch_file(
         path,
         "training checkpoint",
         missing_fix="train without --resume to start a new run",
         unreadable_fix="delete it and retrain",
+        corrupt_fix="delete it and run the same `cvfer train` without --resume: no older checkpoint is kept, "
+        "so the run starts again from epoch 0",
         weights_only=False,
+        expect_checksum=True,
     )
     if not isinstance(checkpoint, dict) or checkpoint.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError("not a cvfer training checkpoint", path, "delete it and retrain")

@@ -316,7 +316,12 @@ def build_config(
         path = Path(config_path)
         if not path.is_file():
             raise ConfigError("missing", path, f"give an existing TrainConfig JSON file (a run's {CONFIG_JSON})")
-        start = TrainConfig.from_json(path.read_text(encoding="utf-8"), source=path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"not UTF-8 text ({error.reason} at byte {error.start})", path,
+                              "save the config as UTF-8 JSON") from error
+        start = TrainConfig.from_json(text, source=path)
     elif preset:
         start = preset_config(preset, _chosen_model(options or {}, settings))
     else:

@@ -47,7 +47,9 @@ def read_fold(data_dir: Path, fold: int) -> tuple[Manifest, Fold]:
         warnings.warn(f"{error}; the dataset's official split is used as published", stacklevel=2)
     if not 0 <= fold < len(splits.folds):
         raise ConfigError(
-            f"fold {fold} does not exist; splits.json has folds 0..{len(splits.folds) - 1}", data_dir / "splits.json"
+            f"fold {fold} does not exist; splits.json has folds 0..{len(splits.folds) - 1} (pass --fold "
+            f"0..{len(splits.folds) - 1})",
+            data_dir / "splits.json",
         )
     return manifest, splits.folds[fold]
 

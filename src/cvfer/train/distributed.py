@@ -5,6 +5,10 @@ Why not `DistributedDataParallel`: the trainer takes each group's gradient with
 would not synchronise anything. Instead every process computes its groups' gradients on its shard of
 the global batch and `average_gradients` all-reduces them (mean over processes) before the optimizers
 step: the same maths as DDP, and with equal shards the same as one process on the whole batch.
+
+Across machines (`torchrun --nnodes N --rdzv-backend c10d`, docs/training.md) nothing changes: RANK and
+WORLD_SIZE are global, LOCAL_RANK picks the GPU on each machine, and the gathers and all-reduces span
+every process, so MINE's marginal is still drawn from the global batch.
 """
 
 from __future__ import annotations
@@ -113,12 +117,17 @@ class DistributedContext:
 
 
 def setup_distributed(device: str) -> DistributedContext:
-    """Join the `torchrun` process group named by RANK/WORLD_SIZE (gloo on CPU, NCCL on CUDA), if any."""
+    """Join the `torchrun` process group named by RANK/WORLD_SIZE (gloo on CPU, NCCL on CUDA), if any,
+    on one machine or several (LOCAL_RANK is the process's index on its own machine)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda but torch sees no CUDA device", fix="use --device cpu")
     if world_size <= 1:
         return DistributedContext(device=torch.device("cuda" if device == "cuda" else "cpu"))
+    if "RANK" not in os.environ:
+        raise ConfigError(
+            f"WORLD_SIZE is {world_size} but RANK is not set", fix="start multi-process training with torchrun"
+        )
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
     torch_device = torch.device("cpu")

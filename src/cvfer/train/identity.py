@@ -1,14 +1,19 @@
-"""Training the face recognisers cvfer uses on synthetic data, and the cache that keeps them.
+"""Training the face recognisers cvfer uses on synthetic data, and the copies that ship with it.
 
 - `fit_identity_network`: any embedding network trained with the CosFace loss on (images, ids).
 - `train_synthetic_identity_encoder`: MIC's f_I for synthetic data (an `IdentityNet`).
 - `train_tfen_face_recogniser`: TFEN's F for synthetic data (an `SEResNetIdentityNet`).
-- `resolve_identity_weights(spec)`: "synthetic" → the cached checkpoint, trained on first use; the trainer
-  calls it before building a model or loading f_I, so `cvfer.models` only ever reads a given file.
+- `retrain_shipped_weights`: both, with the recipe of the files in `cvfer/weights/` (`cvfer weights retrain`),
+  plus the reduced retrain whose verification AUC the tests compare against (`reduced_check_auc`).
+- `resolve_identity_weights(spec)`: "synthetic" → the shipped file (or your own in `$CVFER_CACHE/identity`);
+  the trainer calls it before building a model or loading f_I, so `cvfer.models` only ever reads a given
+  file. Nothing is trained on first use.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import time
@@ -21,8 +26,8 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from cvfer.errors import ConfigError
-from cvfer.io import atomic_torch_save
+from cvfer.errors import CheckpointError, ConfigError
+from cvfer.io import atomic_torch_save, atomic_write_json
 from cvfer.models.identity import (
     CHECKPOINT_FORMAT,
     IdentityNet,
@@ -126,11 +131,12 @@ def _fit_on_synthetic_identities(
     seed: int = 0,
     held_out_identities: int = 40,
     progress: bool = True,
+    half_precision: bool = False,
     **fit_options: Any,
 ) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
     """Render synthetic identities, train `build_network()` on `num_identities` of them and measure
-    verification on `held_out_identities` more (never trained on). Returns the trained network and the
-    checkpoint's "training" and "verification"."""
+    verification on `held_out_identities` more (never trained on), after rounding the weights to float16
+    when `half_precision`. Returns the trained network and the checkpoint's "training" and "verification"."""
     from cvfer.data.synthetic import identity_images
     from cvfer.eval.probes import verification_auc
 
@@ -143,20 +149,37 @@ def _fit_on_synthetic_identities(
         images[train_mask], identity_ids[train_mask], build_network=build_network, seed=seed, progress=progress,
         **fit_options,
     )
+    if half_precision:
+        network.load_state_dict(_state_dict(network, half_precision=True))
     verification = verification_auc(SyntheticIdentityEncoder(network), images[~train_mask], identity_ids[~train_mask])
-    training = {"num_identities": num_identities, "per_identity": per_identity, "size": size, "seed": seed, **logs}
+    training = {
+        "num_identities": num_identities, "per_identity": per_identity, "size": size, "seed": seed,
+        "half_precision": half_precision, **fit_options, **logs,
+    }
     held_out = {"held_out_identities": held_out_identities, "auc": verification.auc, "eer": verification.eer}
     return network, training, held_out
 
 
+def _state_dict(network: nn.Module, half_precision: bool, prefixes: tuple[str, ...] = ("",)) -> dict[str, Tensor]:
+    """The network's state dict entries under any of `prefixes`, floating-point ones as float16 if asked."""
+    return {
+        key: value.half() if half_precision and value.is_floating_point() else value
+        for key, value in network.state_dict().items()
+        if key.startswith(prefixes)
+    }
+
+
 def train_synthetic_identity_encoder(
-    out_path: str | Path, *, size: int = 64, dim: int = 128, **options: Any
+    out_path: str | Path, *, size: int = 64, dim: int = 128, half_precision: bool = False, **options: Any
 ) -> SyntheticIdentityEncoder:
-    """Train MIC's f_I for synthetic data (an `IdentityNet`) and save the checkpoint at `out_path` atomically.
+    """Train MIC's f_I for synthetic data (an `IdentityNet`) and save the checkpoint at `out_path` atomically,
+    its weights as float16 when `half_precision`.
 
     `options`: num_identities (200), per_identity (10), seed (0), held_out_identities (40), progress (True)
     and any `fit_identity_network` option."""
-    network, training, verification = _fit_on_synthetic_identities(lambda: IdentityNet(dim, size), size=size, **options)
+    network, training, verification = _fit_on_synthetic_identities(
+        lambda: IdentityNet(dim, size), size=size, half_precision=half_precision, **options
+    )
     atomic_torch_save(
         out_path,
         {
@@ -164,7 +187,7 @@ def train_synthetic_identity_encoder(
             "dim": dim,
             "input_size": network.input_size,
             "widths": list(network.widths),
-            "state_dict": network.state_dict(),
+            "state_dict": _state_dict(network, half_precision),
             "training": training,
             "verification": verification,
         },
@@ -172,41 +195,147 @@ def train_synthetic_identity_encoder(
     return SyntheticIdentityEncoder(network)
 
 
-def train_tfen_face_recogniser(out_path: str | Path, *, size: int = 64, dim: int = 128, **options: Any) -> dict[str, Any]:
+# TFEN cuts its frozen F from these stages of the recogniser (cvfer.models.tfen.TFEN._load_face_recogniser).
+FACE_EXTRACTOR_PREFIXES = ("backbone.stem.", "backbone.stages.0.", "backbone.stages.1.")
+
+
+def train_tfen_face_recogniser(
+    out_path: str | Path,
+    *,
+    size: int = 64,
+    dim: int = 128,
+    half_precision: bool = False,
+    face_extractor_only: bool = False,
+    **options: Any,
+) -> dict[str, Any]:
     """Train an `SEResNetIdentityNet` on synthetic identities (TFEN's pretrained recogniser on synthetic
-    data) and save {"state_dict", "training", "verification"} at `out_path` atomically; returns it.
-    `options` as for `train_synthetic_identity_encoder`."""
+    data) and save {"format", "state_dict", "training", "verification"} at `out_path` atomically; returns it.
+    `face_extractor_only` keeps only the stages TFEN's F is cut from (conv1..conv3_x, 6 % of the weights; A
+    then starts from random weights), `half_precision` stores float16. `options` as for
+    `train_synthetic_identity_encoder`."""
     network, training, verification = _fit_on_synthetic_identities(
-        lambda: SEResNetIdentityNet(dim, size), size=size, **options
+        lambda: SEResNetIdentityNet(dim, size), size=size, half_precision=half_precision, **options
     )
+    prefixes = FACE_EXTRACTOR_PREFIXES if face_extractor_only else ("",)
     checkpoint = {
         "format": TFEN_FACE_FORMAT,
-        "state_dict": network.state_dict(),
-        "training": training,
+        "state_dict": _state_dict(network, half_precision, prefixes),
+        "training": {**training, "face_extractor_only": face_extractor_only},
         "verification": verification,
     }
     atomic_torch_save(out_path, checkpoint)
     return checkpoint
 
 
-def identity_cache_dir() -> Path:
-    """Where the synthetic recognisers are kept: $CVFER_CACHE/identity, else ~/.cache/cvfer/identity."""
-    root = os.environ.get("CVFER_CACHE") or Path.home() / ".cache" / "cvfer"
-    return Path(root) / "identity"
+# The files in cvfer/weights/ and what each is: shipped with the package, read by "synthetic".
+SHIPPED_FILES: dict[Recogniser, str] = {
+    "identity-encoder": SYNTHETIC_CHECKPOINT_NAME,
+    "tfen-face": TFEN_FACE_CHECKPOINT_NAME,
+}
+SHIPPED_RECORD_NAME = "weights.json"
+SHIPPED_RECORD_FORMAT = "cvfer-shipped-weights/1"
+# The shipped recipe is each trainer's defaults; the reduced retrain (same code, fewer identities, images and
+# epochs) is what the tests repeat, in seconds, and compare with the figure recorded at retrain time.
+REDUCED_CHECK_OPTIONS: dict[Recogniser, dict[str, Any]] = {
+    "identity-encoder": {"num_identities": 40, "per_identity": 6, "held_out_identities": 20, "epochs": 4, "size": 64},
+    "tfen-face": {"num_identities": 16, "per_identity": 4, "held_out_identities": 12, "epochs": 2, "size": 32},
+}
+REDUCED_CHECK_TOLERANCE = 0.03  # AUC; float summation order differs between CPUs
+
+
+def shipped_weights_dir() -> Path:
+    """The package folder `cvfer/weights/` holding the shipped recognisers and `weights.json`."""
+    from importlib.resources import files
+
+    return Path(str(files("cvfer.weights")))
+
+
+def held_out_verification(encoder: SyntheticIdentityEncoder, training: dict[str, Any], held_out_identities: int) -> float:
+    """Verification AUC of `encoder` on the held-out identities of the training recorded in `training` (a
+    checkpoint's "training"): those rendered after its `num_identities`, never trained on."""
+    from cvfer.data.synthetic import identity_images
+    from cvfer.eval.probes import verification_auc
+
+    images, identity_ids = identity_images(
+        held_out_identities, training["per_identity"], training["size"], training["seed"],
+        first_identity=training["num_identities"],
+    )
+    return float(verification_auc(encoder, images, identity_ids).auc)
+
+
+def reduced_check_auc(recogniser: Recogniser, options: dict[str, Any]) -> float:
+    """Held-out verification AUC of `recogniser` retrained in memory with reduced `options` (single run, no file)."""
+    options = dict(options)
+    size = options.pop("size")
+    build = (lambda: IdentityNet(128, size)) if recogniser == "identity-encoder" else (lambda: SEResNetIdentityNet(128, size))
+    _, _, verification = _fit_on_synthetic_identities(build, size=size, progress=False, **options)
+    return float(verification["auc"])
+
+
+def read_shipped_record(folder: str | Path | None = None) -> dict[str, Any]:
+    """`weights.json` of `folder` (default the package's): per file its recogniser, size, SHA-256, training
+    settings, held-out verification and reduced-check figure; empty files list if there is none yet."""
+    path = Path(folder or shipped_weights_dir()) / SHIPPED_RECORD_NAME
+    if not path.is_file():
+        return {"format": SHIPPED_RECORD_FORMAT, "files": {}}
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def retrain_shipped_weights(
+    out_dir: str | Path, recognisers: tuple[Recogniser, ...] = tuple(SHIPPED_FILES), *, progress: bool = True
+) -> dict[str, Any]:
+    """Retrain the shipped recognisers with the shipped recipe (float16; TFEN's F cut out) into `out_dir`,
+    run each one's reduced check, and record all of it in `out_dir/weights.json`; returns that record.
+    Single-threaded runs reproduce the shipped files' figures."""
+    out_dir = Path(out_dir)
+    record = read_shipped_record(out_dir)
+    for recogniser in recognisers:
+        name = SHIPPED_FILES[recogniser]
+        path = out_dir / name
+        if progress:
+            tqdm.write(f"training {recogniser} -> {path}")
+        if recogniser == "identity-encoder":
+            train_synthetic_identity_encoder(path, half_precision=True, progress=progress)
+        else:
+            train_tfen_face_recogniser(path, half_precision=True, face_extractor_only=True, progress=progress)
+        checkpoint = torch.load(path, weights_only=True)
+        options = REDUCED_CHECK_OPTIONS[recogniser]
+        if progress:
+            tqdm.write(f"reduced check of {recogniser} ({options})")
+        record["files"][name] = {
+            "recogniser": recogniser,
+            "bytes": path.stat().st_size,
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "training": checkpoint["training"],
+            "verification": checkpoint["verification"],
+            "reduced_check": {"options": options, "auc": reduced_check_auc(recogniser, options)},
+            "torch": torch.__version__,
+        }
+        atomic_write_json(out_dir / SHIPPED_RECORD_NAME, record)
+    return record
+
+
+def identity_cache_dir() -> Path | None:
+    """`$CVFER_CACHE/identity` when $CVFER_CACHE is set: your own synthetic recognisers there (same file names,
+    e.g. from `cvfer weights retrain --out $CVFER_CACHE/identity`) replace the shipped ones; None otherwise."""
+    root = os.environ.get("CVFER_CACHE")
+    return Path(root) / "identity" if root else None
 
 
 def resolve_identity_weights(spec: str | Path, recogniser: Recogniser = "identity-encoder") -> Path:
     """The weights file `spec` names: a path as given, or for "synthetic" cvfer's `recogniser` of synthetic
-    identities (MIC's f_I or TFEN's F) in `identity_cache_dir()`, trained there on first use."""
+    identities (MIC's f_I or TFEN's F): `identity_cache_dir()`'s file if there is one, else the shipped file."""
     if str(spec) != SYNTHETIC:
         return Path(spec)
-    if recogniser == "tfen-face":
-        path = identity_cache_dir() / TFEN_FACE_CHECKPOINT_NAME
-        what, train = "TFEN's SE-ResNet-18 face recogniser once on synthetic identities", train_tfen_face_recogniser
-    else:
-        path = identity_cache_dir() / SYNTHETIC_CHECKPOINT_NAME
-        what, train = "the synthetic identity encoder once (about 2 minutes)", train_synthetic_identity_encoder
-    if not path.is_file():
-        tqdm.write(f"training {what} -> {path}")
-        train(path)
-    return path
+    name = SHIPPED_FILES[recogniser]
+    own_dir = identity_cache_dir()
+    if own_dir is not None and (own_dir / name).is_file():
+        return own_dir / name
+    shipped = shipped_weights_dir() / name
+    if not shipped.is_file():
+        raise CheckpointError(
+            "cvfer's synthetic face recogniser is missing from the installed package",
+            shipped,
+            "reinstall cvfer, or write it again with `cvfer weights retrain`",
+        )
+    return shipped

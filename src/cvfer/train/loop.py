@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 from pathlib import Path
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 from cvfer.errors import ConfigError
-from cvfer.io import check_output_folder
+from cvfer.io import check_output_folder, run_lock
 from cvfer.runs import CHECKPOINT_PT, MODEL_PT
 from cvfer.train.build import build_model, model_cfg
 from cvfer.train.checkpoint import restore_training_state
@@ -39,7 +40,8 @@ def train(
 ) -> TrainResult:
     """Train `config.model` on fold `fold` of the prepared dataset `data_dir`; files go to `out_dir`.
 
-    Under `torchrun` every process trains on its shard of each global batch and only rank 0 writes.
+    Under `torchrun` every process trains on its shard of each global batch and only rank 0 writes; it holds
+    `out_dir`'s `run_lock`, so a second run into the same folder is refused rather than mixed with this one.
     """
     out_dir = check_output_folder(out_dir, "--out")
     context = setup_distributed(config.device)
@@ -48,9 +50,10 @@ def train(
         torch.is_deterministic_algorithms_warn_only_enabled(),
     )
     try:
-        if context.device.type == "cpu":
-            torch.use_deterministic_algorithms(True, warn_only=True)
-        return _run(config, Path(data_dir), fold, out_dir, context, resume)
+        with run_lock(out_dir) if context.is_main else contextlib.nullcontext():
+            if context.device.type == "cpu":
+                torch.use_deterministic_algorithms(True, warn_only=True)
+            return _run(config, Path(data_dir), fold, out_dir, context, resume)
     finally:
         torch.use_deterministic_algorithms(previous_determinism[0], warn_only=previous_determinism[1])
         context.close()

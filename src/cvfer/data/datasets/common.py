@@ -99,7 +99,8 @@ def subfolders(folder: Path) -> list[Path]:
 
 
 def usable_entries(folder: Path, root: Path, skipped: list[Skipped], empty_reason: str | None = None) -> list[Path]:
-    """`sorted_entries(folder)` without the symlinks that lead nowhere (dangling, loops), which are added to
+    """`sorted_entries(folder)` without the symlinks that lead nowhere (dangling, loops) and the entries that are
+    neither file nor folder (a pipe, socket or device: reading one could block forever), which are added to
     `skipped` with the reason; so is `folder` itself, with `empty_reason`, if given and it has no entry at all."""
     listed = sorted_entries(folder)
     if not listed and empty_reason is not None:
@@ -107,6 +108,8 @@ def usable_entries(folder: Path, root: Path, skipped: list[Skipped], empty_reaso
     entries = []
     for entry in listed:
         problem = broken_link(entry)
+        if problem is None and not entry.is_file() and not entry.is_dir():
+            problem = "not a regular file or folder (a pipe, socket or device)"
         if problem is None:
             entries.append(entry)
         else:

@@ -50,14 +50,18 @@ def read_subjects_csv(path: str | Path) -> dict[str, str]:
     path = Path(path)
     if not path.is_file():
         raise DatasetError("subjects CSV not found", path, "pass a CSV with `path,subject` rows")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise DatasetError(f"not UTF-8 text ({error.reason} at byte {error.start})", path,
+                           "save the subjects CSV as UTF-8") from error
     subjects: dict[str, str] = {}
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        for line, row in enumerate(csv.reader(handle), start=1):
-            if not row or (line == 1 and [cell.strip().lower() for cell in row] == ["path", "subject"]):
-                continue
-            if len(row) != 2 or not row[0].strip() or not row[1].strip():
-                raise DatasetError(f"line {line}: expected `path,subject`, got {row}", path)
-            subjects[Path(row[0].strip()).as_posix().strip("/")] = row[1].strip()
+    for line, row in enumerate(csv.reader(text.splitlines()), start=1):
+        if not row or (line == 1 and [cell.strip().lower() for cell in row] == ["path", "subject"]):
+            continue
+        if len(row) != 2 or not row[0].strip() or not row[1].strip():
+            raise DatasetError(f"line {line}: expected `path,subject`, got {row}", path)
+        subjects[Path(row[0].strip()).as_posix().strip("/")] = row[1].strip()
     return subjects
 
 

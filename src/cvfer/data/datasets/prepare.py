@@ -8,19 +8,16 @@ centred square with `crop_faces=False`, resized to `size`×`size` and re-encoded
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import csv
 import functools
 import io
 import math
-import multiprocessing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from cvfer.codec.writer import write_video
 from cvfer.data import faces, morph
@@ -28,7 +25,7 @@ from cvfer.data.datasets import afew, ckplus, dfew, folder, mmi, oulu, pairs
 from cvfer.data.datasets.common import DatasetScan, Skipped, SourceClip, frame_rate, iter_frames
 from cvfer.data.manifest import ClipRecord, Manifest, write_manifest
 from cvfer.data.splits import OFFICIAL, Fold, Splits, official_splits, subject_kfold, write_splits
-from cvfer.errors import ConfigError, CvferError, DatasetError
+from cvfer.errors import ConfigError, CvferError, DatasetError, OutputError
 from cvfer.io import atomic_write_text, check_output_folder
 
 SCANNERS: dict[str, Callable[..., DatasetScan]] = {
@@ -135,6 +132,8 @@ def prepare_clip(clip: SourceClip, out: Path, protocol: str, settings: CropSetti
         counter = [0]
         cropped = faces.crop_frames(_counted(frames(), counter), box, settings.size)
         write_video(out / relative_path, cropped, fps=fps)
+    except OutputError:  # the disk is full or --out unwritable: every later clip would fail the same way
+        raise
     except (CvferError, OSError, ValueError) as error:
         return Skipped(clip.source, _reason(error, clip))
     num_frames = counter[0]
@@ -148,13 +147,16 @@ def prepare_clip(clip: SourceClip, out: Path, protocol: str, settings: CropSetti
     )
 
 
-def _prepare_all(scan: DatasetScan, out: Path, settings: CropSettings, workers: int) -> list[ClipRecord | Skipped]:
+def _prepare_all(
+    scan: DatasetScan, out: Path, settings: CropSettings, workers: int, cluster: str | None = None
+) -> list[ClipRecord | Skipped]:
+    """Every clip of `scan` prepared in this process, `workers` processes or on a Dask `cluster`
+    (`cvfer.cluster.map_files`); a clip whose preparation failed in an unforeseen way is `Skipped`."""
+    from cvfer.cluster import TaskError, map_files
+
     prepare_one = functools.partial(prepare_clip, out=out, protocol=scan.name, settings=settings)
-    progress = {"total": len(scan.clips), "desc": f"prepare {scan.name}", "unit": "clip"}
-    if workers <= 1:
-        return [prepare_one(clip) for clip in tqdm(scan.clips, **progress)]
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(tqdm(pool.map(prepare_one, scan.clips), **progress))
+    results = map_files(prepare_one, scan.clips, workers=workers, cluster=cluster, desc=f"prepare {scan.name}", unit="clip")
+    return [Skipped(result.item.source, result.reason) if isinstance(result, TaskError) else result for result in results]
 
 
 def write_skipped(out: Path, skipped: list[Skipped]) -> Path:
@@ -198,13 +200,15 @@ def prepare_dataset(
     workers: int = 1,
     morph_frames: int = pairs.DEFAULT_MORPH_FRAMES,
     apex: str = "last",
+    cluster: str | None = None,
 ) -> PrepareReport:
     """Prepare `dataset` found at `root` into `out` (clips, manifest, dataset.json, splits.json, skipped.csv).
 
     Splits are the dataset's official ones (AFEW train/val, DFEW 5 folds), otherwise subject-independent
     `folds`-fold. `morph_frames` is the length of the clips `pairs` makes from still images, `apex` where
-    their peak lies ("middle": neutral → peak → neutral, as MMI). Raises `ConfigError` before any work
-    when `out` is a file or not writable, `DatasetError` when no clip at all could be prepared.
+    their peak lies ("middle": neutral → peak → neutral, as MMI). `workers` processes prepare clips in
+    parallel, or a Dask `cluster` ("local" or a scheduler address, `cvfer.cluster`). Raises `ConfigError`
+    before any work when `out` is a file or not writable, `DatasetError` when no clip at all could be prepared.
     """
     if dataset not in SCANNERS:
         raise ConfigError(f"unknown dataset {dataset!r}", None, f"choose one of {', '.join(SCANNERS)}")
@@ -236,7 +240,7 @@ def prepare_dataset(
             f"pass --folds between 2 and {num_subjects}" if num_subjects >= 2 else "a k-fold split needs 2 subjects or more",
         )
     settings = CropSettings(size=size, crop_faces=crop_faces, detect_every=detect_every)
-    results = _prepare_all(scan, out, settings, workers)
+    results = _prepare_all(scan, out, settings, workers, cluster)
     records = [item for item in results if isinstance(item, ClipRecord)]
     skipped = scan.skipped + [item for item in results if isinstance(item, Skipped)]
     skipped_path = write_skipped(out, skipped)

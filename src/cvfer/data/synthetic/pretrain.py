@@ -18,9 +18,17 @@ def pretrain_identity(seed: int, identity_index: int) -> IdentityParams:
 
 
 def identity_images(
-    num_identities: int, per_identity: int, size: int = 64, seed: int = 0, *, progress: bool = False
+    num_identities: int,
+    per_identity: int,
+    size: int = 64,
+    seed: int = 0,
+    *,
+    first_identity: int = 0,
+    progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Render `per_identity` images of each of `num_identities` new identities.
+    """Render `per_identity` images of each of `num_identities` new identities, numbered from `first_identity`
+    (each identity's images depend only on the seed and its number, so identities 200..239 render the same
+    alone as within a set of 240).
 
     Each image has a random expression (any emotion or neutral, random intensity and side), pose,
     lighting and sensor noise, so a recogniser trained on them learns identity, not expression.
@@ -30,12 +38,13 @@ def identity_images(
         raise ConfigError(
             f"identity_images needs at least one identity and one image each, got {num_identities}×{per_identity}"
         )
-    if seed < 0:
-        raise ConfigError(f"seed {seed} is negative", fix="use a seed >= 0")
+    if seed < 0 or first_identity < 0:
+        raise ConfigError(f"seed {seed} or first_identity {first_identity} is negative", fix="use values >= 0")
     images = np.empty((num_identities * per_identity, size, size, 3), dtype=np.uint8)
-    identity_ids = np.repeat(np.arange(num_identities, dtype=np.int64), per_identity)
+    identity_ids = np.repeat(np.arange(first_identity, first_identity + num_identities, dtype=np.int64), per_identity)
     emotions = ("neutral", *EXPRESSIONS)
-    for identity_index in tqdm(range(num_identities), desc="identity images", unit="id", disable=not progress):
+    for position in tqdm(range(num_identities), desc="identity images", unit="id", disable=not progress):
+        identity_index = first_identity + position
         identity = pretrain_identity(seed, identity_index)
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(PRETRAIN_SPACE, identity_index, 1)))
         for k in range(per_identity):
@@ -56,7 +65,7 @@ def identity_images(
                 azimuth=rng.uniform(0, 2 * np.pi),
                 tint=tuple(float(v) for v in np.clip(1 + rng.normal(0, 0.04, 3), 0.8, 1.2)),
             )
-            images[identity_index * per_identity + k] = render_face(
+            images[position * per_identity + k] = render_face(
                 identity, action_units, pose, lighting, size, noise_std=rng.uniform(0, 3), rng=rng
             )
     return images, identity_ids
