@@ -9,8 +9,8 @@ Usage:
 Speed clips are generated: a smooth random texture drifting by a few pixels a frame, with a little noise,
 encoded in the MIC format (MPEG-4 Part 2, q=1, one GOP). "bare decode" is PyAV decoding every frame to an
 RGB array (`frame.to_ndarray(format="rgb24")`) and dropping it, the least any reader of the pixels does;
-"bare, one converter" does the same with one converter for all frames, as the readers do; `read_frames`
-keeps the frames. The
+"bare, one converter" does the same with one converter for all frames, on one thread, as the readers do;
+`read_frames` keeps the frames. The
 compressed-domain columns count the I frame plus every P frame: `read_compressed` (rgb: the I frame, dense
 motion vectors and RGB residuals; accumulate; codec) returns the whole clip, `iter_compressed` yields P
 frame after P frame and the benchmark drops each.
@@ -67,11 +67,12 @@ def bare_decode(path: Path) -> int:
 
 
 def bare_decode_one_converter(path: Path) -> int:
-    """`bare_decode` with one RGB converter for all frames, as the readers do (`frame.to_ndarray` sets up
-    a new one, with its threads, for every frame)."""
+    """`bare_decode` with one RGB converter for all frames, on one thread, as the readers do (`frame.to_ndarray`
+    sets up a new one, with its threads, for every frame)."""
     to_rgb = VideoReformatter()
     with av.open(str(path)) as container:
-        return sum(1 for frame in container.decode(video=0) if to_rgb.reformat(frame, format="rgb24").to_ndarray() is not None)
+        frames = container.decode(video=0)
+        return sum(1 for frame in frames if to_rgb.reformat(frame, format="rgb24", threads=1).to_ndarray() is not None)
 
 
 READERS: dict[str, Callable[[Path], int]] = {

@@ -84,6 +84,17 @@ def test_rounding_is_half_away_from_zero():
     assert grid[:, 0, 1].tolist() == [1, -2]  # -(-3/4) -> 1, -(6/4) -> -2
 
 
+
+def test_blocks_of_any_size_give_the_slow_field():
+    """12×12 blocks (their common divisor, 12, is not a power of two: the grid is then 4×4 squares)."""
+    rng = np.random.default_rng(12)
+    corners = [(left, top) for top in range(0, 36, 12) for left in range(0, 48, 12)]
+    blocks = [(12, 12, left + 6, top + 6, *rng.integers(-20, 21, size=2), 2) for left, top in corners]
+    field = np.empty((2, 36, 48), dtype=np.int16)
+    kernels.motion_field(records(blocks), field)
+    np.testing.assert_array_equal(field, slow_dense(records(blocks), 36, 48))
+    assert kernels.block_grid(records(blocks), 36, 48)[1] == 4
+
 def test_frames_without_vectors_give_zero_fields():
     field = np.ones((2, 24, 40), dtype=np.int16)
     kernels.motion_field(_NO_BLOCK_VECTORS, field)

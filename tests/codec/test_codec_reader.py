@@ -214,3 +214,23 @@ def test_codec_residual_refuses_quarter_pel_and_rgb_reads_it(frames, tmp_path):
         np.testing.assert_array_equal(warp(decoded[index - 1], field).astype(np.int16) + residual, decoded[index])
         inner = interior(field)
         assert (inner[0] == dx).mean() > 0.9 and (inner[1] == dy).mean() > 0.9
+
+
+def test_a_stated_frame_count_spares_the_counting_pass(make_clip, frames, monkeypatch):
+    """MP4 and AVI headers state the frame count, so read_compressed reads them once; Matroska states none and
+    is counted first. Either way the same arrays, repeated P frames included."""
+    from cvfer.codec import reader
+
+    clip_frames = frames.zoom(6)
+    counted = read_compressed(make_clip(clip_frames, name="clip.mkv"), num_frames=8)
+
+    def no_counting(path):
+        raise AssertionError(f"{path} was counted although its header states its frames")
+
+    monkeypatch.setattr(reader, "_count_packets", no_counting)
+    for suffix in (".mp4", ".avi"):
+        video = read_compressed(make_clip(clip_frames, name=f"clip{suffix}"), num_frames=8)
+        np.testing.assert_array_equal(video.frame_indices, counted.frame_indices)
+        np.testing.assert_array_equal(video.motion_vectors, counted.motion_vectors)
+        np.testing.assert_array_equal(video.residuals, counted.residuals)
+        np.testing.assert_array_equal(video.iframe, counted.iframe)

@@ -16,7 +16,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from cvfer.codec.reader import _decode, _fps, _open_video, _packets
+from cvfer.codec.reader import _decode, _fps, _open_video, _packets, _rgb_frames
 
 
 @dataclass(frozen=True)
@@ -55,21 +55,18 @@ def _decoded_frames(path: Path, *, single_thread: bool = False) -> Iterator[av.V
 
 def iter_frames(path: str | Path) -> Iterator[np.ndarray]:
     """Decoded H×W×3 uint8 RGB frames of a video, one at a time, in display order."""
-    for frame in _decoded_frames(Path(path)):
-        yield frame.to_ndarray(format="rgb24")
+    yield from _rgb_frames(_decoded_frames(Path(path)))
 
 
 def read_image(path: str | Path) -> np.ndarray:
     """H×W×3 uint8 RGB pixels of an image file (of a video: its first frame, once the whole file is checked)."""
     count_frames(path)  # a demux pass: a truncated video is refused even though its first frame decodes
     with contextlib.closing(_decoded_frames(Path(path))) as frames:
-        return next(frames).to_ndarray(format="rgb24")
+        return next(_rgb_frames(frames))
 
 
 def decode_all(path: str | Path) -> int:
-    """Decode every frame to RGB on one thread and keep nothing (the floor `cvfer bench` times); returns the count."""
-    count = 0
-    for frame in _decoded_frames(Path(path), single_thread=True):
-        frame.to_ndarray(format="rgb24")
-        count += 1
-    return count
+    """Decode every frame to RGB on one thread and keep nothing (the floor `cvfer bench` times); returns the count.
+
+    One converter for the clip, as the readers use (`frame.to_ndarray` would set up a new one every frame)."""
+    return sum(1 for _ in _rgb_frames(_decoded_frames(Path(path), single_thread=True)))

@@ -29,13 +29,6 @@ def _compiled(function: Callable) -> Callable:
 
 
 @_compiled
-def _gcd(a: int, b: int) -> int:
-    while b:
-        a, b = b, a % b
-    return a
-
-
-@_compiled
 def _corner(record) -> tuple[int, int]:
     """(left, top) of an `AVMotionVector` block (its `dst` is the block's centre)."""
     return record.dst_x - record.w // 2, record.dst_y - record.h // 2
@@ -54,15 +47,18 @@ def block_grid(records: np.ndarray, height: int, width: int) -> tuple[np.ndarray
     """(grid, cell) from a frame's `AVMotionVector` records: grid is 2×rows×cols int16 (x, y) `dst − src`,
     one vector per cell×cell square, cropped to the frame.
 
-    `cell` is the largest size every block's corner and sides are multiples of (16 or 8 in practice);
-    squares no block covers (intra macroblocks) get zero, and so does the whole frame without blocks.
-    Records whose corner lies outside the frame come from a broken stream and are ignored.
+    `cell` is the largest power of two every block's corner and sides are multiples of (16 or 8 in
+    practice; the lowest bit set in any of them: half the time of their greatest common divisor, and runs
+    of equal squares make the result the same); squares no block covers (intra macroblocks) get zero,
+    and so does the whole frame without blocks. Records whose corner lies outside the frame come from a
+    broken stream and are ignored.
     """
-    cell = 0
+    bits = 0
     for record in records:
         left, top = _corner(record)
         if 0 <= left < width and 0 <= top < height:
-            cell = _gcd(_gcd(_gcd(_gcd(cell, record.w), record.h), left), top)
+            bits |= record.w | record.h | left | top
+    cell = bits & -bits
     if cell == 0:
         return np.zeros((2, 1, 1), dtype=np.int16), max(height, width)
     rows, cols = (height + cell - 1) // cell, (width + cell - 1) // cell

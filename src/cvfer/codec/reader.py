@@ -443,17 +443,41 @@ def read_compressed(
     to the I frame (CoViAR): warp(iframe, T_t) + Δ_t == frame_t. `num_frames` samples P frames uniformly (`sample_p_frames`).
 
     Memory: the result (10 bytes a pixel per returned P frame, at most `MAX_RESULT_BYTES`, else
-    `ConfigError`) plus a few frames of working memory, whatever the clip's length; the file is read
-    twice (once to count its frames, once to decode), one packet at a time. Use `iter_compressed` for
-    whole long clips.
+    `ConfigError`) plus a few frames of working memory, whatever the clip's length. The file is read once,
+    one packet at a time, when its header states the frame count (MP4, AVI); otherwise (Matroska, raw
+    streams) it is demuxed once more beforehand to count the frames. Use `iter_compressed` for whole long clips.
     """
     path = Path(path)
     _validate_options(num_frames, residual, accumulate)
-    with _open_video(path) as (_, stream):
+    with _open_video(path) as (container, stream):
         _check_codec(path, stream, residual)
-    count, (height, width) = _count_packets(path)
+        # The header's count, checked against the packets as they are read (fewer: truncated, see _packets;
+        # more: counted and read again below).
+        if stream.frames >= 2:
+            clip = _read_clip(path, container, stream, stream.frames, num_frames, residual, accumulate)
+            if clip is not None:
+                return clip
+    count, _ = _count_packets(path)
+    with _open_video(path) as (container, stream):
+        clip = _read_clip(path, container, stream, count, num_frames, residual, accumulate)
+    if clip is None:
+        raise _corrupt(path, "end of file", ValueError(f"more than the {count} frames counted: the file changed while read"))
+    return clip
+
+
+def _read_clip(
+    path: Path,
+    container: av.container.InputContainer,
+    stream: av.VideoStream,
+    count: int,
+    num_frames: int | None,
+    residual: str,
+    accumulate: bool,
+) -> CompressedVideo | None:
+    """`read_compressed` of the open `stream` of `count` frames; None if it turns out to have more."""
     if count < 2:
         raise CompressedVideoError("has a single frame and no P frames", path, "use a clip of at least two frames")
+    height, width = stream.codec_context.height, stream.codec_context.width
     wanted = sample_p_frames(count - 1, num_frames) + 1
     _check_result_size(path, len(wanted), (height, width), num_frames)
     # Output positions of each wanted stream index (an index repeats when P frames are few).
@@ -462,19 +486,20 @@ def read_compressed(
         positions.setdefault(index, []).append(position)
     motion_vectors = np.empty((len(wanted), 2, height, width), dtype=np.int16)
     residuals = np.empty((len(wanted), height, width, 3), dtype=np.int16)
-    with _open_video(path) as (container, stream):
-        reader = _StreamReader(path, stream, residual, accumulate)
-        frames = reader.p_frames(
-            _packets(path, container, stream),
-            positions.__contains__,
-            lambda index: (motion_vectors[positions[index][0]], residuals[positions[index][0]]),
-        )
-        for _ in frames:
-            pass
-        fps = _fps(stream)
-    for repeats in positions.values():
-        motion_vectors[repeats[1:]] = motion_vectors[repeats[0]]
-        residuals[repeats[1:]] = residuals[repeats[0]]
+    reader = _StreamReader(path, stream, residual, accumulate)
+    frames = reader.p_frames(
+        _packets(path, container, stream),
+        positions.__contains__,
+        lambda index: (motion_vectors[positions[index][0]], residuals[positions[index][0]]),
+    )
+    for _ in frames:
+        pass
+    if len(reader.letters) != count:
+        return None
+    for first, *others in positions.values():
+        for other in others:  # one by one: `array[[]] = …` scales with the frame though it copies nothing
+            motion_vectors[other] = motion_vectors[first]
+            residuals[other] = residuals[first]
     return CompressedVideo(
         path=path,
         iframe=reader.iframe,
@@ -482,7 +507,7 @@ def read_compressed(
         residuals=residuals,
         frame_types="".join(reader.letters),
         frame_indices=wanted,
-        fps=fps,
+        fps=_fps(stream),
         size=(height, width),
     )
 
@@ -516,6 +541,14 @@ def _iter_compressed(path: Path, residual: str, accumulate: bool) -> Iterator[Co
         raise CompressedVideoError("has a single frame and no P frames", path, "use a clip of at least two frames")
 
 
+def _rgb_frames(frames: Iterable[av.VideoFrame]) -> Iterator[np.ndarray]:
+    """Each frame's H×W×3 uint8 RGB pixels (as `frame.to_ndarray(format="rgb24")`, bit for bit), converted by
+    one converter on one thread for all frames (`to_ndarray` sets up a new converter, threads included, every frame)."""
+    to_rgb = VideoReformatter()
+    for frame in frames:
+        yield to_rgb.reformat(frame, format="rgb24", threads=1).to_ndarray()
+
+
 def read_frames(path: str | Path, *, indices: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
     """Decoded RGB frames (N×H×W×3 uint8) of any video PyAV decodes, all or those at `indices` (in that order)."""
     path = Path(path)
@@ -527,17 +560,20 @@ def read_frames(path: str | Path, *, indices: Sequence[int] | np.ndarray | None 
             f"frame index {int(outside[0])} is out of range: the video has {count} frames", path,
             f"use indices 0..{count - 1}",
         )
-    wanted_set = set(wanted.tolist())
-    decoded = {}
+    positions: dict[int, list[int]] = {}  # where each wanted frame goes (indices may repeat, in any order)
+    for position, index in enumerate(wanted.tolist()):
+        positions.setdefault(index, []).append(position)
+    frames = np.empty((len(wanted), height, width, 3), dtype=np.uint8)
+    to_rgb = VideoReformatter()
     with _open_video(path) as (container, stream):
         for index, frame in enumerate(_decode(path, stream.codec_context, _packets(path, container, stream))):
             if (frame.height, frame.width) != (height, width):
                 raise _corrupt(path, f"frame {index}", ValueError(f"size {frame.height}×{frame.width} != {height}×{width}"))
-            if index in wanted_set:
-                decoded[index] = frame.to_ndarray(format="rgb24")
-    if not decoded:
-        return np.zeros((0, height, width, 3), dtype=np.uint8)
-    return np.stack([decoded[index] for index in wanted.tolist()])
+            if index in positions:
+                pixels = to_rgb.reformat(frame, format="rgb24", threads=1).to_ndarray()
+                for position in positions[index]:
+                    frames[position] = pixels
+    return frames
 
 
 def probe(path: str | Path) -> VideoInfo:
