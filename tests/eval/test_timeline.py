@@ -13,8 +13,10 @@ from PIL import Image
 
 from cvfer import codec
 from cvfer.cli import main
+from cvfer.data import faces
 from cvfer.data.synthetic.long_video import BLANK, write_long_video
 from cvfer.errors import CompressedVideoError, ConfigError
+from cvfer.eval.predict import load_model
 from cvfer.eval.timeline import (
     NO_FACE,
     OK,
@@ -42,14 +44,19 @@ def media(tmp_path_factory):
     cfg = {"num_classes": len(CLASSES), "image_size": SIZE, "num_frames": NUM_FRAMES}
     model = create_model("mic", **cfg)
     data = {"image_size": SIZE, "num_frames": NUM_FRAMES, "inputs": list(model.test_inputs), "accumulate": True}
-    save_inference_model(
-        root / "model.pt", name="mic", cfg=cfg, classes=CLASSES, module=model.inference_module(), data=data
-    )
+    for name, face_crop in (("model.pt", True), ("centre.pt", False)):
+        save_inference_model(
+            root / name, name="mic", cfg=cfg, classes=CLASSES, module=model.inference_module(),
+            data={**data, "face_crop": face_crop},
+        )
     segments = write_long_video(
         root / "video.mp4", ["happiness", BLANK, "surprise"], SECONDS_EACH, FPS, (128, 160),
         gop_seconds=GOP_SECONDS, progress=False,
     )
-    return {"root": root, "model": root / "model.pt", "video": root / "video.mp4", "segments": segments}
+    return {
+        "root": root, "model": root / "model.pt", "centre_model": root / "centre.pt", "video": root / "video.mp4",
+        "segments": segments,
+    }
 
 
 def _inside(row, start: float, end: float) -> bool:
@@ -89,6 +96,63 @@ def test_timeline_files_cover_the_video_and_mark_faceless_windows(media, tmp_pat
     assert document["timing"]["video_s"] == pytest.approx(3.6)
     with Image.open(result.png_path) as image:
         assert image.format == "PNG" and image.width > 400
+
+
+def test_a_centre_crop_model_classifies_every_window_without_looking_for_a_face(media, tmp_path):
+    result = predict_timeline(
+        media["centre_model"], media["video"], tmp_path, window_seconds=0.4, stride_seconds=0.4, progress=False
+    )
+    assert len(result.rows) == 9
+    assert all(row.status == OK and row.face_found is None and row.label in CLASSES for row in result.rows)
+    with result.csv_path.open() as handle:
+        assert {line["face"] for line in csv.DictReader(handle)} == {""}  # not looked for, so neither 1 nor 0
+    assert all(entry["face"] is None for entry in json.loads(result.json_path.read_text())["rows"])
+    scores = timeline_agreement(result.rows, media["segments"], CLASSES)
+    assert scores.face_checked == 0 and scores.windows == 6  # the blank segment's 3 windows: no class
+
+
+@pytest.mark.parametrize("checkpoint", ["model", "centre_model"])
+def test_a_window_gets_what_predict_gives_on_its_frames_cut_as_a_clip(media, tmp_path, checkpoint):
+    """Same framing as `Predictor.predict`: the tracked face box for a face-crop model, the centred square
+    otherwise, so a window and a clip of its frames (lossless PNGs) get the same probabilities."""
+    predictor = load_model(media[checkpoint])
+    result = predict_timeline(
+        predictor, media["video"], tmp_path / "out", window_seconds=0.8, stride_seconds=0.6, progress=False
+    )
+    frames = list(codec.iter_frames(media["video"]))
+    # [0, 20) happy, [15, 35) happy then blank, [30, 50) blank, [45, 65) blank then surprised.
+    for row in (result.rows[0], result.rows[1], result.rows[2], result.rows[3]):
+        clip = tmp_path / f"clip_{row.start_frame}"
+        clip.mkdir()
+        for number, frame in enumerate(frames[row.start_frame : row.end_frame]):
+            Image.fromarray(frame).save(clip / f"{number:03d}.png")
+        if row.status == NO_FACE:
+            assert checkpoint == "model" and (row.start_frame, row.end_frame) == (30, 50)
+            with pytest.raises(faces.FaceNotFoundError):
+                predictor.predict(clip)
+            continue
+        expected = predictor.predict(clip)
+        assert row.label == expected.label
+        assert row.probabilities == pytest.approx(expected.probabilities, abs=1e-5)
+    assert [row.status for row in result.rows[:4]] == [OK, OK, NO_FACE if checkpoint == "model" else OK, OK]
+
+
+def test_frames_found_faceless_are_not_searched_again_by_the_next_window(media, tmp_path, monkeypatch):
+    searched: list[int] = []
+    track_face = faces.track_face
+
+    def counted(frames, *args, **kwargs):
+        searched.append(len(frames))
+        return track_face(frames, *args, **kwargs)
+
+    monkeypatch.setattr(faces, "track_face", counted)
+    result = predict_timeline(
+        media["model"], media["video"], tmp_path, window_seconds=0.8, stride_seconds=0.4, progress=False
+    )
+    # Windows [0, 20), [10, 30), ..., [70, 90); the blank is [30, 60): [30, 50) finds no face, so [40, 60)
+    # starts its search at 50, finds none either, and [50, 70) starts at 60.
+    assert [row.status for row in result.rows] == [OK, OK, OK, NO_FACE, NO_FACE, OK, OK, OK]
+    assert searched == [20, 20, 20, 20, 10, 10, 20, 20]
 
 
 def test_per_gop_windows_start_at_the_i_frames(media, tmp_path):

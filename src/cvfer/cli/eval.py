@@ -91,7 +91,7 @@ def _run_bench(args: argparse.Namespace) -> int:
 
 def _run_timeline(args: argparse.Namespace) -> int:
     from cvfer.eval.predict import load_model
-    from cvfer.eval.timeline import STRIDE_SECONDS, WINDOW_SECONDS, predict_timeline
+    from cvfer.eval.timeline import NO_FACE, STRIDE_SECONDS, WINDOW_SECONDS, predict_timeline
 
     if args.out is None:
         raise ConfigError("--timeline needs --out", fix="give --out DIR for the CSV, JSON and PNG")
@@ -102,9 +102,11 @@ def _run_timeline(args: argparse.Namespace) -> int:
         result = predict_timeline(
             predictor, path, args.out, window_seconds=window, stride_seconds=stride, per_gop=args.per_gop
         )
-        faceless = sum(not row.face for row in result.rows)
+        searched = any(row.face_searched for row in result.rows)
+        faceless = sum(row.status == NO_FACE for row in result.rows)
+        faces = f"{faceless} without a face" if searched else "centred square, no face search"
         print(
-            f"{path}: {len(result.rows)} windows ({faceless} without a face), "
+            f"{path}: {len(result.rows)} windows ({faces}), "
             f"{result.timing['video_s_per_wall_s']:.2f} video s per wall s; wrote {result.csv_path}, "
             f"{result.json_path.name} and {result.png_path.name}"
         )

@@ -2,10 +2,11 @@
 
 The video is cut into windows (`window_seconds` long every `stride_seconds`, or one per GOP) and read
 once, frame by frame (`cvfer.codec.iter_frames`): only the frames of the windows still open are kept, so
-memory depends on the window length, not on the video's. The face is detected every `DETECT_EVERY`
-frames near its last position (anywhere again after a miss); each window is cropped with one box, the
-union of its detections (as `cvfer prepare` crops a clip), encoded in the MIC format and read by the
-one-clip loader training and `cvfer predict` use. A window with no detection is marked, not guessed.
+memory depends on the window length, not on the video's. Each window is framed exactly as `cvfer predict`
+frames a clip of the same frames for the same checkpoint: a face-crop model's window is cropped with the
+box `faces.track_face` gives for those frames (same defaults), any other model's with the largest centred
+square; it is then encoded in the MIC format and read by the one-clip loader training and `cvfer predict`
+use. A face-crop window in which no face is found is marked, not guessed.
 Writes `<stem>_timeline.csv`, `.json` and `.png` (stacked class probabilities, argmax label band).
 """
 
@@ -34,8 +35,6 @@ from cvfer.io import atomic_savefig, atomic_write_json, atomic_write_text, broke
 
 WINDOW_SECONDS = 1.0
 STRIDE_SECONDS = 0.5
-DETECT_EVERY = 10  # frames between face detections (as `cvfer prepare`'s default)
-DETECT_SIDE = 360  # a frame whose shorter side is k times this is searched at 1/k of its size (k whole)
 BATCH_WINDOWS = 8  # windows classified in one forward pass
 MIN_WINDOW_FRAMES = 2  # an I frame and a P frame
 OK, NO_FACE, TOO_SHORT = "ok", "no_face", "too_short"  # a row's status
@@ -56,7 +55,8 @@ class Window:
 
 @dataclass(frozen=True)
 class TimelineRow:
-    """One window's result: times in seconds, and the expression when a face was found (`status` "ok")."""
+    """One window's result: times in seconds, and the expression when it was classified (`status` "ok").
+    `face_searched` is False for a model that crops the centred square (no face is looked for)."""
 
     start: float
     end: float
@@ -65,17 +65,23 @@ class TimelineRow:
     status: str
     label: str = ""
     probabilities: dict[str, float] = field(default_factory=dict)
+    face_searched: bool = True
 
     @property
     def face(self) -> bool:
-        """Whether a face was found in the window."""
+        """Whether the window was classified: a face was found, or (centred-square model) none was needed."""
         return self.status == OK
 
+    @property
+    def face_found(self) -> bool | None:
+        """Whether a face was found in the window; None when none was looked for."""
+        return self.face if self.face_searched else None
+
     def as_dict(self) -> dict[str, Any]:
-        """Plain dict for JSON."""
+        """Plain dict for JSON (`face`: found, or null when not looked for)."""
         return {
             "start": self.start, "end": self.end, "start_frame": self.start_frame, "end_frame": self.end_frame,
-            "face": self.face, "status": self.status, "label": self.label or None,
+            "face": self.face_found, "status": self.status, "label": self.label or None,
             "probabilities": self.probabilities or None,
         }
 
@@ -111,61 +117,10 @@ def gop_windows(frame_types: str, max_frames: int) -> list[Window]:
     return windows
 
 
-def _scaled(box: faces.FaceBox, factor: float) -> faces.FaceBox:
-    return faces.FaceBox(box.center_x * factor, box.center_y * factor, box.side * factor, box.angle)
-
-
-class FaceTracker:
-    """Detects the face on every `detect_every`-th frame of the video (and on demand) near its last position,
-    searching the whole frame again after a miss; frames larger than `DETECT_SIDE` are subsampled first.
-    Keeps the detections of frames not yet passed by (`forget`)."""
-
-    def __init__(self, detect_every: int = DETECT_EVERY):
-        self.detect_every = detect_every
-        self.detections: deque[tuple[int, faces.FaceBox]] = deque()
-        self.last: faces.FaceBox | None = None
-
-    def see(self, index: int, frame: np.ndarray, force: bool = False) -> None:
-        """Look at frame `index`: detect when it is on the detection grid (or `force`)."""
-        if not force and index % self.detect_every:
-            return
-        step = max(1, min(frame.shape[:2]) // DETECT_SIDE)
-        near = None if self.last is None else _scaled(self.last, 1 / step)
-        box = faces.detect_face(frame[::step, ::step], near=near)
-        self.last = None if box is None else _scaled(box, step)
-        if self.last is not None:
-            self.detections.append((index, self.last))
-
-    def on_grid(self, window: Window) -> bool:
-        """Whether a frame of `window` is on the detection grid."""
-        first = -(-window.start_frame // self.detect_every) * self.detect_every
-        return first < window.end_frame
-
-    def boxes(self, window: Window) -> list[faces.FaceBox]:
-        """The detections inside `window`."""
-        return [box for index, box in self.detections if window.start_frame <= index < window.end_frame]
-
-    def forget(self, before: int) -> None:
-        """Drop detections of frames before `before`."""
-        while self.detections and self.detections[0][0] < before:
-            self.detections.popleft()
-
-
-def windows_of(
-    frames: Iterable[np.ndarray], windows: Iterable[Window], tracker: FaceTracker | None = None
-) -> Iterator[tuple[Window, list[np.ndarray]]]:
+def windows_of(frames: Iterable[np.ndarray], windows: Iterable[Window]) -> Iterator[tuple[Window, list[np.ndarray]]]:
     """Each window (in start order) with its frames, reading `frames` once and keeping only the frames of
     the windows not yet returned. At the end the open window is returned cut to the video when it holds
-    frames no earlier window did; windows starting after the video are not. `tracker` sees every frame
-    that lies in a window, and the first frame of a window with no frame on its detection grid."""
-
-    def finished(window: Window, kept: list[np.ndarray]) -> tuple[Window, list[np.ndarray]]:
-        if tracker is not None:
-            tracker.forget(window.start_frame)
-            if not tracker.on_grid(window):
-                tracker.see(window.start_frame, kept[0], force=True)
-        return window, kept
-
+    frames no earlier window did; windows starting after the video are not."""
     buffer: deque[tuple[int, np.ndarray]] = deque()
     pending = iter(windows)
     window = next(pending, None)
@@ -177,20 +132,43 @@ def windows_of(
         if index < window.start_frame:
             continue
         buffer.append((index, frame))
-        if tracker is not None:
-            tracker.see(index, frame)
         while window is not None and count >= window.end_frame:
-            yield finished(window, [kept for position, kept in buffer if position < window.end_frame])
+            yield window, [kept for position, kept in buffer if position < window.end_frame]
             covered = window.end_frame
             window = next(pending, None)
             while buffer and (window is None or buffer[0][0] < window.start_frame):
                 buffer.popleft()
     if window is not None and window.start_frame < count and count > covered:
-        yield finished(Window(window.start_frame, count), [kept for _, kept in buffer])
+        yield Window(window.start_frame, count), [kept for _, kept in buffer]
 
 
 def _seconds(frame: int, fps: float) -> float:
     return round(frame / fps, 6)
+
+
+class WindowFramer:
+    """The box `cvfer predict` crops a clip of a window's frames with, for `predictor`'s checkpoint: the
+    tracked face's box (`faces.track_face`, its defaults; None when no face is found) for a face-crop model,
+    else the largest centred square.
+
+    Windows come in start order. `track_face` tries every frame until it first finds a face, so the frames
+    an earlier window found faceless that way (a run from its start) are skipped when they open the next
+    window: the box is the same, and a faceless stretch is searched once, not once per window."""
+
+    def __init__(self, predictor: Predictor):
+        self.face_crop = predictor.face_crop
+        self.faceless = (0, 0)  # frames [start, end) known to show no face in a whole-frame search
+
+    def box(self, window: Window, frames: Sequence[np.ndarray]) -> faces.FaceBox | None:
+        """The crop box of `window` (its `frames`)."""
+        if not self.face_crop:
+            return faces.center_box(*frames[0].shape[:2])
+        start, end = self.faceless
+        skipped = max(0, min(end, window.end_frame) - window.start_frame) if start <= window.start_frame else 0
+        track = faces.track_face(frames[skipped:]) if skipped < len(frames) else None
+        searched = len(frames) if track is None else skipped + track.detections[0][0]
+        self.faceless = (window.start_frame, window.start_frame + searched)
+        return None if track is None else track.clip_box
 
 
 class _Classifier:
@@ -198,18 +176,18 @@ class _Classifier:
 
     def __init__(self, predictor: Predictor, fps: float, work_dir: Path):
         self.predictor = predictor
+        self.framer = WindowFramer(predictor)
         self.fps = fps
         self.work_dir = work_dir
         self.waiting: list[tuple[Window, dict[str, np.ndarray]]] = []
         self.rows: list[TimelineRow] = []
 
-    def add(self, window: Window, frames: list[np.ndarray], boxes: list[faces.FaceBox]) -> None:
+    def add(self, window: Window, frames: list[np.ndarray]) -> None:
         if window.num_frames < MIN_WINDOW_FRAMES:
             self._row(window, TOO_SHORT)
-        elif not boxes:
+        elif (box := self.framer.box(window, frames)) is None:
             self._row(window, NO_FACE)
         else:
-            box = faces.union_box(boxes)
             size = self.predictor.image_size
             clip = self.work_dir / "window.mp4"
             codec.write_video(clip, (faces.crop(frame, box, size) for frame in frames), fps=self.fps)
@@ -224,6 +202,7 @@ class _Classifier:
             window.end_frame, status,
             "" if probabilities is None else classes[int(np.argmax(probabilities))],
             {} if probabilities is None else {name: float(value) for name, value in zip(classes, probabilities)},
+            self.predictor.face_crop,
         )
         self.rows.append(row)
 
@@ -257,11 +236,11 @@ def _check_options(video: Path, window_seconds: float, stride_seconds: float) ->
 class Agreement:
     """How a timeline agrees with known segments (each window judged by the segment holding its centre)."""
 
-    windows: int  # windows with a face whose centre lies in a segment of one of the model's classes
+    windows: int  # classified windows whose centre lies in a segment of one of the model's classes
     correct: int  # ... labelled with that segment's expression
-    face_checked: int  # windows whose centre lies in a segment
+    face_checked: int  # windows searched for a face (face-crop model) whose centre lies in a segment
     face_correct: int  # ... with a face found exactly when the segment shows one
-    segments: int  # segments of a model class holding at least one window centre with a face
+    segments: int  # segments of a model class holding at least one classified window's centre
     segments_correct: int  # ... whose windows' most frequent label is the segment's expression
 
     def as_dict(self) -> dict[str, float]:
@@ -288,8 +267,9 @@ def timeline_agreement(
         if not found:
             continue
         expression = ground_truth[found[0]][2]
-        face_checked += 1
-        face_correct += row.face == (expression != BLANK)
+        if row.face_searched:
+            face_checked += 1
+            face_correct += row.face == (expression != BLANK)
         if row.face and expression in classes:
             windows += 1
             correct += row.label == expression
@@ -328,13 +308,12 @@ def predict_timeline(
         windows: Iterable[Window] = gop_windows(codec.probe(video).frame_types, longest)
     else:
         windows = fixed_windows(fps, window_seconds, stride_seconds)
-    tracker = FaceTracker()
     counter = _FrameCounter(codec.iter_frames(video))
     frames = tqdm(counter, desc=f"timeline {video.name}", unit="frame", disable=not progress)
     with tempfile.TemporaryDirectory(prefix="cvfer-timeline-") as work_dir:
         classifier = _Classifier(predictor, fps, Path(work_dir))
-        for window, window_frames in windows_of(frames, windows, tracker):
-            classifier.add(window, window_frames, tracker.boxes(window))
+        for window, window_frames in windows_of(frames, windows):
+            classifier.add(window, window_frames)
             window_frames.clear()  # let them go before the next window is read
         rows = classifier.finish()
     wall = time.perf_counter() - started
@@ -370,14 +349,16 @@ class _FrameCounter:
 
 
 def write_timeline_csv(path: Path, rows: Sequence[TimelineRow], classes: Sequence[str]) -> None:
-    """`start,end,start_frame,end_frame,face,status,label,p_<class>...` (probabilities empty without a face)."""
+    """`start,end,start_frame,end_frame,face,status,label,p_<class>...` (`face` 1 or 0, empty when not looked
+    for; probabilities empty for a window not classified)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     header = ["start", "end", "start_frame", "end_frame", "face", "status", "label"]
     writer.writerow([*header, *(f"p_{name}" for name in classes)])
     for row in rows:
         probabilities = [f"{row.probabilities[name]:.6f}" if row.probabilities else "" for name in classes]
-        facts = [row.start, row.end, row.start_frame, row.end_frame, int(row.face), row.status, row.label]
+        face = "" if row.face_found is None else int(row.face_found)
+        facts = [row.start, row.end, row.start_frame, row.end_frame, face, row.status, row.label]
         writer.writerow([*facts, *probabilities])
     atomic_write_text(path, buffer.getvalue())
 
@@ -423,6 +404,7 @@ def plot_timeline(
         truth_band = axes[2]
         for start, end, expression in ground_truth:
             truth_band.axvspan(start, end, color=colours.get(expression, "white"), linewidth=0)
+            truth_band.axvline(start, color="black", linewidth=0.4)  # two segments of one expression stay apart
             if end - start > 0.04 * duration:  # name the segment where the name fits
                 truth_band.text((start + end) / 2, 0.5, expression, ha="center", va="center", fontsize=7)
         truth_band.set_yticks([0.5], ["truth"])
