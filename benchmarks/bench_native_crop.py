@@ -3,7 +3,7 @@
 
 Usage: taskset -c 0 .venv/bin/python benchmarks/bench_native_crop.py [--runs runs/real-compare/mic]
        [--split data/real/ckplus-pairs] [--stills data/sources/ckplus-pairs] [--work data/bench-native]
-       [--limit N] [--h264]
+       [--limit N] [--h264] [--json rows.json]
 
 For every test clip of every fold (each fold's `fold_XX/model.pt` on its own test subjects of `splits.json`,
 327 clips in all), the clip's 16 morphed frames are re-made at the stills' native 128×128 (as `cvfer prepare`
@@ -27,7 +27,7 @@ the codec from face detection. Then, one thread:
 - with `--h264`, B and B2 on the H.264 source (B264, B2-264).
 
 All go through the same `stack_input` and model. Printed: WAR and UAR of each path, McNemar's exact test of
-A and B against each other, the mean |difference| of the inputs B vs A (and A vs 0) in model units, and the
+each path against A, the mean |difference| of the inputs of each path vs A (and A vs 0) in model units, the
 CPU seconds per clip of each path (`time.process_time`, forward pass excluded), the mean |residual| and the share
 of pixels with a non-zero vector of each path's inputs.
 """
@@ -172,7 +172,7 @@ def main() -> None:
     parser.add_argument("--stills", type=Path, default=Path("data/sources/ckplus-pairs"), help="its source stills")
     parser.add_argument("--work", type=Path, default=Path("data/bench-native"), help="where the 640×480 clips go")
     parser.add_argument("--limit", type=int, default=None, help="test clips per fold (default: all)")
-    parser.add_argument("--h264", action="store_true", help="also path B on an H.264 source")
+    parser.add_argument("--h264", action="store_true", help="also paths B and B2 on an H.264 source")
     parser.add_argument("--json", type=Path, default=None, help="write the per-clip results here")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -200,7 +200,8 @@ def main() -> None:
     for index, test in enumerate(tests):
         predictor: Predictor = load_model(args.runs / f"fold_{index:02d}" / "model.pt")
         # every compressed input is read (and compared), whichever of them the model takes
-        spec, size = ClipSpec(COMPRESSED_KEYS, predictor.spec.num_frames, predictor.spec.accumulate), predictor.image_size
+        spec = ClipSpec(COMPRESSED_KEYS, predictor.spec.num_frames, predictor.spec.accumulate)
+        size = predictor.image_size
         for clip in test:
             key = clip.removeprefix("clips/").removesuffix(".mp4")
             inputs = {"0": load_clip(args.split / clip, spec)}
