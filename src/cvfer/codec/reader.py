@@ -9,7 +9,6 @@ The representation, the sampling rule and the rounding/clamping choices are expl
 from __future__ import annotations
 
 import contextlib
-import gc
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -17,6 +16,8 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.sidedata.sidedata import SideDataContainer
+from av.sidedata.sidedata import Type as SideDataType
 from av.video.reformatter import VideoReformatter
 
 from cvfer.codec import kernels
@@ -290,6 +291,21 @@ def _nomc_context(stream: av.VideoStream) -> av.codec.context.CodecContext:
     return context
 
 
+def _block_vectors(frame: av.VideoFrame) -> np.ndarray:
+    """The frame's block vectors: FFmpeg's AVMotionVector records (none if it has none), copied.
+
+    The side data is wrapped by hand: `frame.side_data` keeps its wrapper on the frame, a reference cycle
+    that only Python's cyclic garbage collector frees, and the decoder's frame objects (PyAV allocates each
+    before decoding into it) would reach the collector's older generations, where a clip's worth of decoded
+    pictures would pile up. This wrapper holds the frame, not the other way round: both die by reference count.
+    """
+    side_data = SideDataContainer(frame).get(SideDataType.MOTION_VECTORS)
+    if side_data is None:
+        return _NO_BLOCK_VECTORS
+    # Copied as bytes: NumPy copies a padded structured array field by field, ~50× slower.
+    return np.frombuffer(bytearray(side_data), _NO_BLOCK_VECTORS.dtype)
+
+
 @dataclass(frozen=True, eq=False)
 class CompressedFrame:
     """One P frame as MIC sees it (what `iter_compressed` yields).
@@ -308,7 +324,7 @@ class CompressedFrame:
 class _StreamReader:
     """Decodes one MIC stream and computes the motion field and residual of the P frames asked for.
 
-    Frame by frame: besides the outputs it keeps the I frame, the previous frame (RGB residuals), the
+    Frame by frame: besides the outputs it keeps the I frame, the previous frame and a spare (RGB residuals), the
     trace (accumulated fields, 2×H×W int32 twice) and FFmpeg's own reference frames, whatever the clip's
     length. The pixel work is done by the compiled kernels of `cvfer.codec.kernels`.
     """
@@ -321,34 +337,13 @@ class _StreamReader:
         self.height, self.width = self.context.height, self.context.width
         self.letters: list[str] = []
         self.iframe: np.ndarray | None = None
-        # One converter each, reused frame after frame (a frame's own `to_ndarray` sets one up every time),
+        # One converter, reused frame after frame (a frame's own `to_ndarray` sets one up every time),
         # on one thread: swscale's own threads cost more CPU time than they save below 1080p.
-        self.to_rgb, self.to_thumbnail = VideoReformatter(), VideoReformatter()
+        self.to_rgb = VideoReformatter()
 
     def _pixels(self, frame: av.VideoFrame) -> np.ndarray:
         """The frame's H×W×3 uint8 RGB pixels (a view of a converted frame's buffer)."""
         return self.to_rgb.reformat(frame, format="rgb24", threads=1).to_ndarray()
-
-    def _vectors_and_pixels(self, frame: av.VideoFrame, pixels: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        """The frame's block vectors (FFmpeg's AVMotionVector records; none if it has none) and, if `pixels`,
-        its RGB pixels (a copy).
-
-        Read from a converted frame, which carries the side data too: PyAV ties a frame and its side data
-        into a reference cycle, which only Python's cyclic garbage collector frees, and the decoder's own
-        frame objects (PyAV allocates each before decoding into it) reach the collector's older
-        generations, where a clip's worth of decoded pictures would pile up. The converted frame dies
-        here, young, and `p_frames` collects it (`gc.collect(0)`). Without `pixels` it is 16×16 grey.
-        """
-        if pixels:
-            converted = self.to_rgb.reformat(frame, format="rgb24", threads=1)
-        else:
-            converted = self.to_thumbnail.reformat(frame, format="gray", width=16, height=16, interpolation="POINT", threads=1)
-        side_data = converted.side_data.get(av.sidedata.sidedata.Type.MOTION_VECTORS)
-        # Copied as bytes: NumPy copies a padded structured array field by field, ~50× slower.
-        block_vectors = _NO_BLOCK_VECTORS
-        if side_data is not None:
-            block_vectors = np.frombuffer(bytearray(side_data), _NO_BLOCK_VECTORS.dtype)
-        return block_vectors, np.array(converted.to_ndarray()) if pixels else None
 
     def _decoded(self, packets: Iterable[av.Packet]) -> Iterator[tuple[av.VideoFrame, av.VideoFrame | None]]:
         """Each frame, paired (residual='codec') with the same frame decoded without motion compensation."""
@@ -368,7 +363,7 @@ class _StreamReader:
         """For each P frame `wanted(index)` accepts: write its field and residual into `outputs(index)`
         (2×H×W and H×W×3 int16 arrays, C-contiguous) and yield (index, field, residual)."""
         height, width = self.height, self.width
-        previous = sources = spare_sources = None
+        previous = sources = spare_sources = spare_pixels = None
         for index, (frame, uncompensated) in enumerate(self._decoded(packets)):
             letter = _picture_letter(frame)
             self.letters.append(letter)
@@ -379,9 +374,12 @@ class _StreamReader:
             needs_pixels = index == 0 or (
                 self.residual == "rgb" and (returned or (not self.accumulate and wanted(index + 1)))
             )
+            current = None
+            if needs_pixels:  # copied into the buffer of the frame before `previous` (never the I frame's)
+                current = spare_pixels if spare_pixels is not None else np.empty((height, width, 3), dtype=np.uint8)
+                np.copyto(current, self._pixels(frame))
             if index > 0 and (returned or sources is not None):
-                block_vectors, current = self._vectors_and_pixels(frame, needs_pixels)
-                gc.collect(0)  # the converted frame and its side data (see _vectors_and_pixels)
+                block_vectors = _block_vectors(frame)
                 if sources is not None:
                     kernels.trace(block_vectors, sources, spare_sources)
                     sources, spare_sources = spare_sources, sources
@@ -396,13 +394,12 @@ class _StreamReader:
                         kernels.motion_field(block_vectors, field)
                         residual[...] = codec_residual_to_rgb(_yuv_planes(uncompensated, self.path), height, width)
                     yield index, field, residual
-            else:
-                current = np.ascontiguousarray(self._pixels(frame)) if needs_pixels else None
             if index == 0:
                 self.iframe = current
                 if self.accumulate:
                     sources = np.indices((height, width), dtype=np.int32)
                     spare_sources = np.empty_like(sources)
+            spare_pixels = previous if previous is not self.iframe else None
             previous = current
 
 
