@@ -141,6 +141,7 @@ def test_same_clip_at_two_resolutions_gives_the_same_input(tmp_path):
 
 
 def test_frames_over_the_memory_budget_are_decoded_again(tmp_path, monkeypatch):
+    import cvfer.data.cropping as cropping
     import cvfer.eval.predict as predict_module
 
     predictor = load_model(_save_model(tmp_path / "face.pt", face_crop=True))
@@ -150,7 +151,7 @@ def test_frames_over_the_memory_budget_are_decoded_again(tmp_path, monkeypatch):
     monkeypatch.setattr(predict_module.codec, "iter_frames", lambda path: decodes.append(path) or iter_frames(path))
     kept = predictor.prepare(clip)["frames"]
     assert len(decodes) == 1
-    monkeypatch.setattr(predict_module, "FRAME_MEMORY_BYTES", 0)
+    monkeypatch.setattr(cropping, "FRAME_MEMORY_BYTES", 0)
     assert torch.equal(predictor.prepare(clip)["frames"], kept)
     assert len(decodes) == 3
 

@@ -2,13 +2,13 @@
 
 An MPEG-4 Part 2 file of the checkpoint's frame size is taken as a prepared clip and read as it is (one
 GOP, no B frames, else it is re-encoded); a face-crop checkpoint does not search it for a face again. Any
-other input is first turned into one, the way `cvfer prepare` made the training clips: its frames are
-decoded once (kept in memory up to `FRAME_MEMORY_BYTES`, else decoded a second time), the face is tracked
-(`cvfer.data.faces.track_face`: detected on the first frame and every 10th, searched at 320 px) or the
-largest centred square taken, every frame is cropped to `image_size` with that one box and encoded in the
-MIC format, in a temporary folder or a cache folder. The clip is then read by the one-clip loader that fed
-training (`cvfer.data.clip`), so the inputs are exactly what the model was trained on. Each `Prediction`
-carries the seconds of every stage (`STAGES`).
+other input is first turned into one by `cvfer.data.cropping.write_cropped_clip`, the function `cvfer prepare`
+made the training clips with: its frames are decoded once (kept in memory up to `FRAME_MEMORY_BYTES`, else
+decoded a second time), the face is tracked (`cvfer.data.faces.track_face`: detected on the first frame and
+every 10th, searched at 320 px) or the largest centred square taken, and every frame is cropped to
+`image_size` with that one box and encoded in the MIC format, in a temporary folder or a cache folder. The
+clip is then read by the one-clip loader that fed training (`cvfer.data.clip`), so the inputs are exactly
+what the model was trained on. Each `Prediction` carries the seconds of every stage (`STAGES`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pickletools
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from cvfer import codec
-from cvfer.data import faces
 from cvfer.data.clip import ClipSpec, load_clip, stack_input
+from cvfer.data.cropping import write_cropped_clip
 from cvfer.errors import CheckpointError, CompressedVideoError, CvferError
 from cvfer.io import broken_link, check_output_folder
 from cvfer.runs import CHECKPOINT_PT, MODEL_PT, load_inference_model
@@ -38,9 +38,6 @@ CACHED_CLIP = "clips/clip.mp4"  # where a re-encoded clip lies in its `--cache-d
 # crop, face searched at `faces.DETECTION_SIDE`).
 ENCODING_VERSION = 2
 TRAINING_CHECKPOINT_KEYS = ("optimizers", "schedulers", "rng", "history")  # in checkpoint.pt, not in model.pt
-# Decoded frames kept between finding the face box and cropping (e.g. 4 s of 1080p at 30 fps); a longer
-# clip is decoded a second time instead.
-FRAME_MEMORY_BYTES = 768 * 2**20
 DEFAULT_FPS = 25.0  # given to image folders (and videos whose header states no rate), as `cvfer prepare` does
 # Seconds of each stage in `Prediction.timing`: demux + decode of the input; face detection and tracking;
 # crop + MPEG-4 encode; reading the model's inputs from the MIC clip (residuals, vectors, frames); the
@@ -68,45 +65,6 @@ def _image_files(folder: Path) -> tuple[Path, ...]:
     return image_files(folder)
 
 
-def _timed(items: Iterable[np.ndarray], timing: dict[str, float], key: str) -> Iterator[np.ndarray]:
-    """`items`, adding the seconds spent producing each one to `timing[key]`."""
-    iterator = iter(items)
-    while True:
-        start = time.perf_counter()
-        item = next(iterator, None)
-        timing[key] = timing.get(key, 0.0) + time.perf_counter() - start
-        if item is None:
-            return
-        yield item
-
-
-class _TwoPassFrames:
-    """A clip's frames for two passes (find the face box, then crop): decoded once and kept while they fit in
-    `FRAME_MEMORY_BYTES`, else decoded again for the second pass. Decoding time goes to `timing["decode_s"]`."""
-
-    def __init__(self, read: Callable[[], Iterator[np.ndarray]], timing: dict[str, float]):
-        self.read = read
-        self.timing = timing
-        self.kept: list[np.ndarray] | None = []
-
-    def first_pass(self) -> Iterator[np.ndarray]:
-        """Every frame, keeping them for `second_pass` while they fit."""
-        kept_bytes = 0
-        for frame in _timed(self.read(), self.timing, "decode_s"):
-            if self.kept is not None:
-                kept_bytes += frame.nbytes
-                self.kept.append(frame)
-                if kept_bytes > FRAME_MEMORY_BYTES:
-                    self.kept = None
-            yield frame
-
-    def second_pass(self) -> Iterator[np.ndarray]:
-        """Every frame again: the kept ones, or decoded anew."""
-        if self.kept is not None:
-            return iter(self.kept)
-        return _timed(self.read(), self.timing, "decode_s")
-
-
 def _source_frames(source: Path) -> tuple[Callable[[], Iterator[np.ndarray]], float]:
     """(a fresh iterator over the RGB frames of a video or image folder on each call, its frame rate)."""
     if not source.is_dir():
@@ -117,37 +75,15 @@ def _source_frames(source: Path) -> tuple[Callable[[], Iterator[np.ndarray]], fl
     return (lambda: (codec.read_image(file) for file in files)), DEFAULT_FPS
 
 
-def _centre_cropped(frames: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
-    """Every frame cropped to the largest centred square of the first one, resized to `size`."""
-    box = None
-    for frame in frames:
-        box = box or faces.center_box(*frame.shape[:2])
-        yield faces.crop(frame, box, size)
-
-
 def encode_clip(
     source: Path, destination: Path, size: int, face_crop: bool, timing: dict[str, float] | None = None
 ) -> Path:
     """Crop `source` (video or image folder) to the tracked face or its centred square, resize to `size` and
-    write it in the MIC format at `destination`, as `cvfer prepare` prepares a dataset's clip (same
-    `faces.track_face` defaults and crop). Adds the seconds of each stage to `timing` (`STAGES`)."""
-    timing = {} if timing is None else timing
+    write it in the MIC format at `destination` with `cvfer.data.cropping.write_cropped_clip`, the function
+    `cvfer prepare` makes a dataset's clips with. Adds the seconds of each stage to `timing` (`STAGES`)."""
     try:
         read, fps = _source_frames(source)
-        if face_crop:
-            frames = _TwoPassFrames(read, timing)
-            start, decoded = time.perf_counter(), timing.get("decode_s", 0.0)
-            track = faces.track_face(frames.first_pass())
-            timing["detect_s"] = time.perf_counter() - start - (timing.get("decode_s", 0.0) - decoded)
-            if track is None:
-                fix = "pass a clip showing a frontal face"
-                raise faces.FaceNotFoundError("no face found in any checked frame", source, fix)
-            cropped = faces.crop_frames(frames.second_pass(), track.clip_box, size)
-        else:
-            cropped = _centre_cropped(_timed(read(), timing, "decode_s"), size)
-        start, decoded = time.perf_counter(), timing.get("decode_s", 0.0)
-        codec.write_video(destination, cropped, fps=fps)
-        timing["crop_encode_s"] = time.perf_counter() - start - (timing.get("decode_s", 0.0) - decoded)
+        write_cropped_clip(read, destination, size, face_crop, fps, source=source, timing=timing)
     except (OSError, ValueError) as error:
         raise CompressedVideoError(
             f"cannot be re-encoded ({type(error).__name__}: {error})", source, "pass a readable video or image folder"

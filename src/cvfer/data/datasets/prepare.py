@@ -8,7 +8,6 @@ centred square with `crop_faces=False`, resized to `size`×`size` and re-encoded
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import functools
 import io
@@ -19,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cvfer.codec.writer import write_video
 from cvfer.data import faces, morph
+from cvfer.data.cropping import DETECT_EVERY, write_cropped_clip
 from cvfer.data.datasets import afew, ckplus, dfew, folder, mmi, oulu, pairs
 from cvfer.data.datasets.common import DatasetScan, Skipped, SourceClip, frame_rate, iter_frames
 from cvfer.data.manifest import ClipRecord, Manifest, write_manifest
@@ -48,7 +47,7 @@ class CropSettings:
 
     size: int = 64
     crop_faces: bool = True
-    detect_every: int = 10
+    detect_every: int = DETECT_EVERY
 
 
 @dataclass
@@ -89,25 +88,6 @@ def _frames(clip: SourceClip) -> Callable[[], Iterator[np.ndarray]]:
     return lambda: iter_frames(clip.frames)
 
 
-def _crop_box(frames: Callable[[], Iterator[np.ndarray]], source: str, settings: CropSettings) -> faces.FaceBox:
-    if not settings.crop_faces:
-        with contextlib.closing(frames()) as iterator:
-            first = next(iterator, None)
-        if first is None:
-            raise DatasetError("has no frames", source)
-        return faces.center_box(*first.shape[:2])
-    track = faces.track_face(frames(), detect_every=settings.detect_every)
-    if track is None:
-        raise faces.FaceNotFoundError("no face found in any checked frame", source)
-    return track.clip_box
-
-
-def _counted(frames: Iterator[np.ndarray], counter: list[int]) -> Iterator[np.ndarray]:
-    for frame in frames:
-        counter[0] += 1
-        yield frame
-
-
 def clip_path(key: str) -> str:
     """Manifest path of the prepared clip with this key."""
     return f"{CLIPS_FOLDER}/{key}.mp4"
@@ -126,17 +106,14 @@ def prepare_clip(clip: SourceClip, out: Path, protocol: str, settings: CropSetti
     """Crop, resize and re-encode one clip into `out/clips/`; a `Skipped` with the reason if it cannot be."""
     relative_path = clip_path(clip.key)
     try:
-        frames = _frames(clip)
-        box = _crop_box(frames, clip.source, settings)
-        fps = clip.fps or frame_rate(clip.frames)
-        counter = [0]
-        cropped = faces.crop_frames(_counted(frames(), counter), box, settings.size)
-        write_video(out / relative_path, cropped, fps=fps)
+        box, num_frames = write_cropped_clip(
+            _frames(clip), out / relative_path, settings.size, settings.crop_faces, clip.fps or frame_rate(clip.frames),
+            source=clip.source, detect_every=settings.detect_every,
+        )
     except OutputError:  # the disk is full or --out unwritable: every later clip would fail the same way
         raise
     except (CvferError, OSError, ValueError) as error:
         return Skipped(clip.source, _reason(error, clip))
-    num_frames = counter[0]
     if num_frames < MIN_FRAMES:
         (out / relative_path).unlink()
         return Skipped(clip.source, f"only {num_frames} frame; a clip needs at least {MIN_FRAMES}")
