@@ -37,6 +37,7 @@ import torch
 
 from cvfer.codec import iter_frames, write_video
 from cvfer.data import faces
+from cvfer.data.clip import stack_input
 from cvfer.eval.predict import STAGES, Predictor, load_model
 from cvfer.models import create_model
 from cvfer.runs import save_inference_model
@@ -189,10 +190,17 @@ def main() -> None:
     print(f"| model | clip | size | {' | '.join(STAGES)} | total | fps | label (p) | true |")
     print("|" + "---|" * (len(STAGES) + 7))
     fps: dict[tuple[str, str, int], float] = {}
+    # The models take turns on each clip, so a burst of load from elsewhere on the machine hits both alike.
+    runs: dict[tuple[str, str, tuple[int, int]], list] = {}
+    for clip_name, paths in clips.items():
+        for size, path in paths.items():
+            for _ in range(args.repeats):
+                for name, predictor in predictors.items():
+                    runs.setdefault((name, clip_name, size), []).append(predictor.predict(path))
     for name, predictor in predictors.items():
         for clip_name, paths in clips.items():
-            for (height, width), path in paths.items():
-                best = fastest(predictor, path, args.repeats)[0]
+            for (height, width) in paths:
+                best = min(runs[name, clip_name, (height, width)], key=lambda prediction: prediction.timing["total_s"])
                 total = best.timing["total_s"]
                 fps[name, clip_name, height] = NUM_FRAMES / total
                 label = f"{best.label} ({best.probabilities[best.label]:.2f})"
@@ -212,11 +220,39 @@ def main() -> None:
             ratio = fps["mic", clip_name, height] / fps["cnn-lstm@224", clip_name, height]
             print(f"  {clip_name} {width}×{height}: {fps['mic', clip_name, height]:.0f} / "
                   f"{fps['cnn-lstm@224', clip_name, height]:.0f} = {ratio:.1f}×")
+    trimmed_peer(predictors["cnn-lstm@224"], clips, fps, args.repeats)
 
     if not args.no_cold:
         cold_table(models, clips["astronaut"])
     if args.agreement and stills.is_dir():
         agreement(predictors["mic"], stills, Path(args.split), out, args.agreement, bool(args.mic))
+
+
+def trimmed_peer(predictor: Predictor, clips: dict[str, dict[tuple[int, int], Path]], fps: dict, repeats: int) -> None:
+    """The CNN-LSTM's least path, a lower bound a reviewer may ask for: decode and track as `predict` does, then
+    crop only the frames it reads and feed them straight to the network (no 224×224 MPEG-4 round trip, which
+    `predict` keeps so that test inputs are made as the training clips were), and MIC's ratio to it."""
+    print(f"\nCNN-LSTM@224 trimmed to the {predictor.spec.num_frames} frames it reads (decode + detect + crop those "
+          "frames + forward; no re-encode), ms, fastest run:")
+    print("| clip | size | decode + detect | crop | forward | total | fps | MIC / trimmed CNN-LSTM |\n|---|---|---|---|---|---|---|---|")
+    for clip_name, paths in clips.items():
+        for (height, width), path in paths.items():
+            runs = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                frames = list(iter_frames(path))
+                track = faces.track_face(iter(frames))
+                tracked = time.perf_counter()
+                picks = np.linspace(0, len(frames) - 1, predictor.spec.num_frames).round().astype(int)
+                chips = np.stack([faces.crop(frames[index], track.clip_box, predictor.image_size) for index in picks])
+                cropped = time.perf_counter()
+                predictor.forward({"frames": stack_input("frames", [{"frames": chips}])})
+                runs.append((tracked - start, cropped - tracked, time.perf_counter() - cropped))
+            first, crop, forward = min(runs, key=sum)
+            total = first + crop + forward
+            ratio = fps["mic", clip_name, height] / (NUM_FRAMES / total)
+            print(f"| {clip_name} | {width}×{height} | {first * 1e3:.0f} | {crop * 1e3:.0f} | {forward * 1e3:.0f} | "
+                  f"{total * 1e3:.0f} | {NUM_FRAMES / total:.0f} | {ratio:.1f}× |")
 
 
 def cold_table(models: dict[str, Path], clips: dict[tuple[int, int], Path]) -> None:

@@ -79,6 +79,37 @@ def test_downscaled_crop_does_not_alias_fine_texture():
     assert abs(chip.mean() - 127.5) < 2 and chip.std() < 4  # plain bilinear sampling of this box: std ≈ 16
 
 
+
+def _whole_grid_chip(image: np.ndarray, box: faces.FaceBox, size: int) -> np.ndarray:
+    """`faces.crop` as first written: the whole block grid around the footprint averaged, black outside the image."""
+    extent = box.side * size / (size - 1)
+    factor = int(extent / (1.5 * size))
+    reach = extent / math.sqrt(2) + factor
+    left, top = math.floor(box.center_x - reach), math.floor(box.center_y - reach)
+    span = math.ceil(2 * reach / factor) * factor
+    region = np.zeros((span, span, 3), np.uint8)
+    x0, y0 = max(left, 0), max(top, 0)
+    x1, y1 = min(left + span, image.shape[1]), min(top + span, image.shape[0])
+    if x0 < x1 and y0 < y1:
+        region[y0 - top : y1 - top, x0 - left : x1 - left] = image[y0:y1, x0:x1]
+    reduced = cv2.resize(region, (span // factor, span // factor), interpolation=cv2.INTER_AREA)
+    center = ((box.center_x - left + 0.5) / factor - 0.5, (box.center_y - top + 0.5) / factor - 0.5)
+    reduced_box = faces.FaceBox(*center, box.side / factor, box.angle)
+    return faces.crop(reduced, reduced_box, size)  # a box under 3 pixels per chip pixel: no second reduction
+
+
+@pytest.mark.parametrize("angle", [0.0, 0.3, -0.7])
+@pytest.mark.parametrize("center", [(256.0, 250.5), (40.3, 300.8), (500.0, 20.0)])
+def test_reduced_crop_averages_only_the_blocks_it_samples(angle, center):
+    # Inside the frame (read straight from it) and across its edges (black-padded): the same chip, bit for bit,
+    # as averaging the whole grid of blocks around the footprint.
+    box = faces.FaceBox(*center, 420.0, angle)
+    chip = faces.crop(ASTRONAUT, box, 64)
+    assert np.array_equal(chip, _whole_grid_chip(ASTRONAUT, box, 64))
+    outside = (chip == 0).all(axis=2).mean()
+    assert (outside > 0.2) == (center != (256.0, 250.5))
+
+
 def test_shipped_hog_detector_is_dlibs_own():
     # The binary copy loads in a millisecond instead of dlib's 1-2 s parse, and finds exactly the same faces.
     assert faces.HOG_DETECTOR_FILE.is_file()

@@ -278,17 +278,35 @@ def crop(image: np.ndarray, box: FaceBox, size: int) -> np.ndarray:
 
 def _block_averaged(image: np.ndarray, box: FaceBox, extent: float, factor: int) -> tuple[np.ndarray, FaceBox]:
     """(the part of `image` around `box`'s footprint, black outside the image, averaged over `factor`×`factor`
-    blocks; `box` in that reduced part's pixels)."""
+    blocks; `box` in that reduced part's pixels).
+
+    The blocks lie on a grid fixed by the box's centre and extent (not its angle) that holds the footprint at
+    any rotation; only the blocks the rotated footprint and its bilinear neighbours reach are averaged (half the
+    grid at angle 0), straight from the frame where they lie inside it, so the chip is the same as if the
+    whole grid were."""
     reach = extent / math.sqrt(2) + factor  # half the footprint's diagonal, whatever its rotation
     left, top = math.floor(box.center_x - reach), math.floor(box.center_y - reach)
-    span = math.ceil(2 * reach / factor) * factor
-    region = np.zeros((span, span, 3), np.uint8)
-    height, width = image.shape[:2]
-    x0, y0, x1, y1 = max(left, 0), max(top, 0), min(left + span, width), min(top + span, height)
-    if x0 < x1 and y0 < y1:
-        region[y0 - top : y1 - top, x0 - left : x1 - left] = image[y0:y1, x0:x1]
-    reduced = cv2.resize(region, (span // factor, span // factor), interpolation=cv2.INTER_AREA)
+    blocks = math.ceil(2 * reach / factor)  # the grid: blocks × blocks of factor × factor pixels from (left, top)
     center_x, center_y = (box.center_x - left + 0.5) / factor - 0.5, (box.center_y - top + 0.5) / factor - 0.5
+    # Half the footprint's axis-aligned width in blocks, plus the bilinear neighbour and one block to spare.
+    half = extent / factor / 2 * (abs(math.cos(box.angle)) + abs(math.sin(box.angle))) + 2
+    first_col, first_row = max(0, math.floor(center_x - half)), max(0, math.floor(center_y - half))
+    stop_col, stop_row = min(blocks, math.ceil(center_x + half) + 1), min(blocks, math.ceil(center_y + half) + 1)
+    x0, y0 = left + first_col * factor, top + first_row * factor
+    x1, y1 = left + stop_col * factor, top + stop_row * factor
+    height, width = image.shape[:2]
+    if 0 <= x0 and 0 <= y0 and x1 <= width and y1 <= height:
+        region = image[y0:y1, x0:x1]
+    else:
+        region = np.zeros((y1 - y0, x1 - x0, 3), np.uint8)
+        inner_x0, inner_y0, inner_x1, inner_y1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+        if inner_x0 < inner_x1 and inner_y0 < inner_y1:
+            region[inner_y0 - y0 : inner_y1 - y0, inner_x0 - x0 : inner_x1 - x0] = image[inner_y0:inner_y1, inner_x0:inner_x1]
+    # Placed in the whole grid (black elsewhere, never sampled) so `crop` maps the box exactly as before.
+    reduced = np.zeros((blocks, blocks, 3), np.uint8)
+    reduced[first_row:stop_row, first_col:stop_col] = cv2.resize(
+        region, (stop_col - first_col, stop_row - first_row), interpolation=cv2.INTER_AREA
+    )
     return reduced, FaceBox(center_x, center_y, box.side / factor, box.angle)
 
 
