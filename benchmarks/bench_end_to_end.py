@@ -8,13 +8,15 @@ Usage: taskset -c 0 .venv/bin/python benchmarks/bench_end_to_end.py [--mic RUN/f
 Makes 2 s clips (60 frames at 30 fps, H.264 with B frames) of one real face, each at 640×480 and 1280×720
 (the same scene: the 640×480 picture scaled by 1.5 and pillarboxed): skimage's astronaut drifting and
 growing on grey, and CK+ neutral → peak morphs of the real-face set's stills (fold-0 test subjects) on
-black. Each is predicted `--repeats` times in this process (warm: the detector and models loaded) and the
-stages (`cvfer.eval.predict.STAGES`) of the fastest run are printed in ms, with end-to-end frames per second;
-then each model once more in a fresh `cvfer predict --json` process (cold: what one command costs), the
-prepared 64×64 clip read directly, the MIC / CNN-LSTM ratio, and how well the two resolutions agree (crop box
-in 64-px units, label) over `--agreement` CK+ clips. MIC is `--mic` (a model.pt trained on face crops, e.g. of
-the real-face set prepared with faces cropped) or, without it, random weights (timings only; labels then
-mean nothing); the CNN-LSTM has random weights and reads 224×224 decoded frames (its paper's setting).
+black. Each is predicted `--repeats` times in this process, the two models taking turns (warm: the detector
+and models loaded), and the stages (`cvfer.eval.predict.STAGES`) of each model's fastest run are printed in ms,
+with end-to-end frames per second; then the prepared 64×64 clip read directly, the MIC / CNN-LSTM ratio, the
+CNN-LSTM trimmed to the frames it reads (no re-encode: a lower bound of its path) and MIC's ratio to that, each
+model once more in a fresh `cvfer predict --json` process (cold: what one command costs), and how well the two
+resolutions agree (crop box in 64-px units, label) over `--agreement` CK+ clips. MIC is `--mic` (a model.pt
+trained on face crops, e.g. of the real-face set prepared with faces cropped) or, without it, random weights
+(timings only; labels then mean nothing); the CNN-LSTM has random weights and reads 224×224 decoded frames
+(its paper's setting).
 Everything runs on one thread; pin the process to one core with taskset for the "one core" figures.
 """
 
