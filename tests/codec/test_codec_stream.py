@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cvfer.codec import iter_compressed, read_compressed, write_video
+from cvfer.codec import iter_compressed, read_compressed, reader, write_video
 from cvfer.codec.reader import MAX_RESULT_BYTES, RESULT_BYTES_PER_PIXEL
 from cvfer.errors import CompressedVideoError, ConfigError
 
@@ -89,3 +89,28 @@ def test_whole_clip_work_does_not_grow_with_the_clip(tmp_path):
     # Holding every P frame's result would take 280 × 0.77 MB more, its decoded pictures 280 × 0.12 MB.
     assert after_long - after_short < 12, run.stderr
     assert run.stdout.count("MIC-ready:  yes") == 2
+
+
+@pytest.mark.parametrize("options", [{}, {"accumulate": True}, {"num_frames": 9}])
+def test_large_results_reuse_a_dropped_results_memory_and_never_one_still_held(make_clip, frames, monkeypatch, options):
+    # Every result goes through the recycled blocks here (in use they take results of 32 MiB or more).
+    monkeypatch.setattr(reader, "RECYCLE_MIN_BYTES", 0)
+    monkeypatch.setattr(reader, "_recycled_results", reader._RecycledResults())
+    first_clip, second_clip = make_clip(frames.zoom(6), name="zoom.mp4"), make_clip(frames.noise(6), name="noise.mp4")
+    expected = {clip: read_compressed(clip, **options) for clip in (first_clip, second_clip)}
+    held = read_compressed(first_clip, **options)
+    kept_view = read_compressed(second_clip, **options).residuals[2]  # a view keeps its whole block in use
+    fresh = read_compressed(second_clip, **options)
+    assert not any(np.shares_memory(a, b) for a, b in [(held.residuals, kept_view), (fresh.residuals, kept_view),
+                                                       (fresh.residuals, held.residuals), (fresh.motion_vectors, held.motion_vectors)])
+    np.testing.assert_array_equal(kept_view, expected[second_clip].residuals[2])
+    np.testing.assert_array_equal(held.residuals, expected[first_clip].residuals)
+    blocks = len(reader._recycled_results.blocks)
+    del held
+    reused = read_compressed(second_clip, **options)  # into the first clip's dropped block: every byte rewritten
+    assert len(reader._recycled_results.blocks) == blocks
+    np.testing.assert_array_equal(reused.motion_vectors, expected[second_clip].motion_vectors)
+    np.testing.assert_array_equal(reused.residuals, expected[second_clip].residuals)
+    del fresh, reused, kept_view, expected
+    read_compressed(make_clip(frames.zoom(3), name="short.mp4"), **options)  # another size drops every free block
+    assert len(reader._recycled_results.blocks) == 1

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -429,6 +431,57 @@ def _check_result_size(path: Path, count: int, size: tuple[int, int], num_frames
     )
 
 
+class _RecycledResults:
+    """Memory for large whole-clip results, reused once the caller has let go of an earlier result of the same
+    size (docs/codec.md, "Recycled results").
+
+    The allocator takes arrays of `RECYCLE_MIN_BYTES` or more straight from the OS, which zeroes every page
+    before the reader writes it: at 640×480 that doubles the result's memory traffic. A block stays listed here
+    while anything holds it (the arrays of a `CompressedVideo` are views of it, and so is all made from them);
+    a block nothing else holds is handed to the next read of the same size, or dropped by a read of another.
+    """
+
+    def __init__(self) -> None:
+        self.blocks: list[np.ndarray] = []
+        self.lock = threading.Lock()
+        self.free_references = max(_references([np.empty(1, dtype=np.uint8)]))  # what a block held by no one shows
+
+    def block(self, nbytes: int) -> np.ndarray:
+        """A uint8 array of `nbytes`: a free block of that size, else a new one."""
+        with self.lock:
+            free = [count <= self.free_references for count in _references(self.blocks)]
+            reused = next((block for block, is_free in zip(self.blocks, free) if is_free and block.nbytes == nbytes), None)
+            self.blocks = [block for block, is_free in zip(self.blocks, free) if block is reused or not is_free]
+            if reused is None:
+                reused = np.empty(nbytes, dtype=np.uint8)
+                self.blocks.append(reused)
+            return reused
+
+
+def _references(blocks: list[np.ndarray]) -> list[int]:
+    """`sys.getrefcount` of each block, seen from here (so the same for a block held by no one whatever the
+    interpreter counts besides)."""
+    counts = []
+    for block in blocks:
+        counts.append(sys.getrefcount(block))
+    return counts
+
+
+RECYCLE_MIN_BYTES = 32 * 2**20  # glibc's largest mmap threshold: smaller arrays come back from its heap warm
+_recycled_results = _RecycledResults()
+
+
+def _result_arrays(count: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Uninitialised (motion vectors T×2×H×W, residuals T×H×W×3) int16 arrays for a result of `count` P frames."""
+    vector_bytes, residual_bytes = count * 2 * height * width * 2, count * height * width * 3 * 2
+    if vector_bytes + residual_bytes < RECYCLE_MIN_BYTES:
+        return (np.empty((count, 2, height, width), dtype=np.int16), np.empty((count, height, width, 3), dtype=np.int16))
+    block = _recycled_results.block(vector_bytes + residual_bytes)
+    motion_vectors = block[:vector_bytes].view(np.int16).reshape(count, 2, height, width)
+    residuals = block[vector_bytes:].view(np.int16).reshape(count, height, width, 3)
+    return motion_vectors, residuals
+
+
 def read_compressed(
     path: str | Path, *, num_frames: int | None = None, residual: str = "rgb", accumulate: bool = False
 ) -> CompressedVideo:
@@ -443,6 +496,8 @@ def read_compressed(
     `ConfigError`) plus a few frames of working memory, whatever the clip's length. The file is read once,
     one packet at a time, when its header states the frame count (MP4, AVI); otherwise (Matroska, raw
     streams) it is demuxed once more beforehand to count the frames. Use `iter_compressed` for whole long clips.
+    A result of `RECYCLE_MIN_BYTES` or more reuses the memory of a dropped result of the same size (one such
+    block stays allocated after the last result is dropped, until the next read).
     """
     path = Path(path)
     _validate_options(num_frames, residual, accumulate)
@@ -481,8 +536,7 @@ def _read_clip(
     positions: dict[int, list[int]] = {}
     for position, index in enumerate(wanted.tolist()):
         positions.setdefault(index, []).append(position)
-    motion_vectors = np.empty((len(wanted), 2, height, width), dtype=np.int16)
-    residuals = np.empty((len(wanted), height, width, 3), dtype=np.int16)
+    motion_vectors, residuals = _result_arrays(len(wanted), height, width)
     reader = _StreamReader(path, stream, residual, accumulate)
     frames = reader.p_frames(
         _packets(path, container, stream),
