@@ -168,8 +168,7 @@ def _footprint(components: list[np.ndarray], box: faces.FaceBox, extent: float, 
     to `crop`'s block grid, so the samples are those of `crop` on a smaller area."""
     corners = faces.FaceBox(box.center_x, box.center_y, extent, box.angle).corners()
     (low_x, low_y), (high_x, high_y) = corners.min(axis=0) - factor - 1, corners.max(axis=0) + factor + 1
-    reach = extent / math.sqrt(2) + factor  # `crop`'s grid origin (`faces._block_averaged`)
-    grid_x, grid_y = math.floor(box.center_x - reach), math.floor(box.center_y - reach)
+    grid_x, grid_y, _ = faces.block_grid(box, extent, factor)
     left = grid_x + math.floor((low_x - grid_x) / factor) * factor
     top = grid_y + math.floor((low_y - grid_y) / factor) * factor
     right = grid_x + math.ceil((high_x - grid_x) / factor) * factor
@@ -200,13 +199,8 @@ def chip(components: list[np.ndarray], box: faces.FaceBox, size: int) -> np.ndar
     if factor >= 2:
         extent /= factor
     samples = max(size, round(extent))
-    step = extent / samples
-    cos, sin = math.cos(box.angle), math.sin(box.angle)
-    linear = np.array([[cos, -sin], [sin, cos]]) * step
-    start = (step - extent) / 2
-    offset = np.array([box.center_x, box.center_y]) + linear @ np.array([start, start]) / step
     sampled = cv2.warpAffine(
-        region, np.hstack([linear, offset[:, None]]), (samples, samples),
+        region, faces.samples_to_image(box, extent, samples), (samples, samples),
         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0,
     ).reshape(samples, samples, -1)
     return sampled if samples == size else _area_resized(sampled, (size, size))

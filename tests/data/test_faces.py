@@ -79,7 +79,6 @@ def test_downscaled_crop_does_not_alias_fine_texture():
     assert abs(chip.mean() - 127.5) < 2 and chip.std() < 4  # plain bilinear sampling of this box: std ≈ 16
 
 
-
 def _whole_grid_chip(image: np.ndarray, box: faces.FaceBox, size: int) -> np.ndarray:
     """`faces.crop` as first written: the whole block grid around the footprint averaged, black outside the image."""
     extent = box.side * size / (size - 1)

@@ -261,19 +261,32 @@ def crop(image: np.ndarray, box: FaceBox, size: int) -> np.ndarray:
         image, box = _block_averaged(image, box, extent, factor)
         extent /= factor
     samples = max(size, round(extent))
-    step = extent / samples
-    cos, sin = math.cos(box.angle), math.sin(box.angle)
-    linear = np.array([[cos, -sin], [sin, cos]]) * step
-    start = (step - extent) / 2  # box coordinate of the first sample's centre, on both axes
-    offset = np.array([box.center_x, box.center_y]) + linear @ np.array([start, start]) / step
-    to_image = np.hstack([linear, offset[:, None]])
     sampled = cv2.warpAffine(
-        image, to_image, (samples, samples), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        image, samples_to_image(box, extent, samples), (samples, samples), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
         borderMode=cv2.BORDER_CONSTANT, borderValue=0,
     )
     if samples == size:
         return sampled
     return cv2.resize(sampled, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def samples_to_image(box: FaceBox, extent: float, samples: int) -> np.ndarray:
+    """The 2×3 affine map (for `cv2.warpAffine` with `WARP_INVERSE_MAP`) from a `samples`×`samples` grid spread
+    evenly over `box`'s footprint, `extent` pixels wide and rotated with the box, to image coordinates."""
+    step = extent / samples
+    cos, sin = math.cos(box.angle), math.sin(box.angle)
+    linear = np.array([[cos, -sin], [sin, cos]]) * step
+    start = (step - extent) / 2  # box coordinate of the first sample's centre, on both axes
+    offset = np.array([box.center_x, box.center_y]) + linear @ np.array([start, start]) / step
+    return np.hstack([linear, offset[:, None]])
+
+
+def block_grid(box: FaceBox, extent: float, factor: int) -> tuple[int, int, int]:
+    """(left, top, blocks): the grid of blocks × blocks `factor`×`factor` blocks, from image pixel (left, top),
+    that `crop` averages a footprint `extent` wide on. It is fixed by the box's centre and extent, and holds
+    the footprint at any rotation."""
+    reach = extent / math.sqrt(2) + factor  # half the footprint's diagonal, whatever its rotation
+    return math.floor(box.center_x - reach), math.floor(box.center_y - reach), math.ceil(2 * reach / factor)
 
 
 def _block_averaged(image: np.ndarray, box: FaceBox, extent: float, factor: int) -> tuple[np.ndarray, FaceBox]:
@@ -284,9 +297,7 @@ def _block_averaged(image: np.ndarray, box: FaceBox, extent: float, factor: int)
     any rotation; only the blocks the rotated footprint and its bilinear neighbours reach are averaged (half the
     grid at angle 0), straight from the frame where they lie inside it, so the chip is the same as if the
     whole grid were."""
-    reach = extent / math.sqrt(2) + factor  # half the footprint's diagonal, whatever its rotation
-    left, top = math.floor(box.center_x - reach), math.floor(box.center_y - reach)
-    blocks = math.ceil(2 * reach / factor)  # the grid: blocks × blocks of factor × factor pixels from (left, top)
+    left, top, blocks = block_grid(box, extent, factor)
     center_x, center_y = (box.center_x - left + 0.5) / factor - 0.5, (box.center_y - top + 0.5) / factor - 0.5
     # Half the footprint's axis-aligned width in blocks, plus the bilinear neighbour and one block to spare.
     half = extent / factor / 2 * (abs(math.cos(box.angle)) + abs(math.sin(box.angle))) + 2
