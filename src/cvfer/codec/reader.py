@@ -42,7 +42,8 @@ _NO_BLOCK_VECTORS = np.zeros(
 )
 # read_compressed refuses to return more than this (motion vectors + residuals): stream with iter_compressed.
 MAX_RESULT_BYTES = 4 * 2**30
-RESULT_BYTES_PER_PIXEL = 2 * 2 + 3 * 2  # int16 (x, y) vector and int16 RGB residual
+VECTOR_BYTES_PER_PIXEL, RESIDUAL_BYTES_PER_PIXEL = 2 * 2, 3 * 2  # int16 (x, y) vector, int16 RGB residual
+RESULT_BYTES_PER_PIXEL = VECTOR_BYTES_PER_PIXEL + RESIDUAL_BYTES_PER_PIXEL
 # Linear part of BT.601 limited-range YCbCr -> RGB (what swscale applies to untagged yuv420p) in 8-bit
 # fixed point: R = 1.164 Y + 1.596 Cr, G = 1.164 Y − 0.392 Cb − 0.813 Cr, B = 1.164 Y + 2.017 Cb.
 _Y_GAIN, _CR_TO_R, _CB_TO_G, _CR_TO_G, _CB_TO_B = 298, 409, -100, -208, 516
@@ -473,10 +474,11 @@ _recycled_results = _RecycledResults()
 
 def _result_arrays(count: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Uninitialised (motion vectors T×2×H×W, residuals T×H×W×3) int16 arrays for a result of `count` P frames."""
-    vector_bytes, residual_bytes = count * 2 * height * width * 2, count * height * width * 3 * 2
-    if vector_bytes + residual_bytes < RECYCLE_MIN_BYTES:
+    pixels = count * height * width
+    if pixels * RESULT_BYTES_PER_PIXEL < RECYCLE_MIN_BYTES:
         return (np.empty((count, 2, height, width), dtype=np.int16), np.empty((count, height, width, 3), dtype=np.int16))
-    block = _recycled_results.block(vector_bytes + residual_bytes)
+    block = _recycled_results.block(pixels * RESULT_BYTES_PER_PIXEL)
+    vector_bytes = pixels * VECTOR_BYTES_PER_PIXEL
     motion_vectors = block[:vector_bytes].view(np.int16).reshape(count, 2, height, width)
     residuals = block[vector_bytes:].view(np.int16).reshape(count, height, width, 3)
     return motion_vectors, residuals
